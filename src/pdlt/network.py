@@ -1,0 +1,402 @@
+"""The Network: an MLP's architecture and every hyperparameter, validated (spec/01 §0).
+
+``Network`` is the only holder of hyperparameters in pdlt.  The theory and the ensembles take
+the same ``Network`` and inputs, and return results with the same field names and shapes.
+
+Conventions (book §2.3, (2.19)-(2.22), (8.6)): layers ``l = 1..L``; widths ``n_0`` (input),
+``n_1..n_{L-1}`` (hidden), ``n_L`` (output); biases ``b^(l) ~ N(0, C_b^(l))``, weights
+``W^(l) ~ N(0, C_W^(l)/n_{l-1})``; learning rates ``lambda_b^(l)`` for biases and
+``lambda_W^(l)/n_{l-1}`` for weights.  Per-layer hyperparameters are arrays of length ``L``
+whose entry ``l - 1`` belongs to layer ``l``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .activations import Activation, activation
+
+__all__ = ["Network", "Inputs", "as_inputs"]
+
+
+def _per_layer(value: Any, depth: int, name: str, *, positive: bool = False) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full(depth, float(arr))
+    if arr.shape != (depth,):
+        raise ValueError(
+            f"{name} must be a number or a sequence of {depth} numbers (one per layer), "
+            f"got shape {arr.shape}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and np.any(arr <= 0):
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+    arr.setflags(write=False)
+    return arr
+
+
+def _width(value: Any, name: str, *, allow_none: bool) -> int | None:
+    if value is None or (isinstance(value, float) and math.isinf(value)):
+        if allow_none:
+            return None
+        raise ValueError(f"{name} must be a positive integer")
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    n = int(value)
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return n
+
+
+class Network:
+    """A multilayer perceptron's architecture and hyperparameters.
+
+    Parameters
+    ----------
+    activation : str or Activation
+        Registry name (``"tanh"``, ``"leaky_relu:0.1"``, ...) or an :class:`Activation`.
+    depth : int
+        Number of layers ``L >= 1`` (weight matrices); the output is layer ``L``.
+    width : int or None
+        Common hidden width ``n`` of layers ``1..L-1``; ``None`` means infinite width (theory
+        at leading order only).  Ignored when ``widths`` is given.
+    widths : sequence of int, optional
+        All widths ``[n_0, n_1, ..., n_L]``; overrides ``depth``, ``width``, ``n_in``, ``n_out``.
+        Hidden entries may be ``None`` (infinite).
+    n_in : int or None
+        Input dimension ``n_0``; ``None`` takes it from the inputs.
+    n_out : int
+        Output dimension ``n_L`` (default 1).
+    C_b, C_W : float or sequence of L floats, optional
+        Bias variance and rescaled weight variance per layer.  When both are omitted the
+        activation's critical values are used (``pdlt.criticality``); an activation without
+        criticality then raises.
+    lambda_b, lambda_W : float or sequence of L floats
+        Learning-rate hyperparameters (8.6); default 1.
+    weight_dist : {"gaussian", "uniform"}
+        Distribution of the weights in ensembles (uniform with the same variance is the
+        book's footnote 9 variant).
+
+    Examples
+    --------
+    >>> Network("relu", depth=3, width=64)
+    Network('relu', widths=(None, 64, 64, 1), C_b=0, C_W=2, lambda_b=1, lambda_W=1)
+    """
+
+    def __init__(
+        self,
+        activation: str | Activation,
+        depth: int | None = None,
+        width: int | None = None,
+        *,
+        widths: Sequence[int | None] | None = None,
+        n_in: int | None = None,
+        n_out: int = 1,
+        C_b: float | Sequence[float] | None = None,
+        C_W: float | Sequence[float] | None = None,
+        lambda_b: float | Sequence[float] = 1.0,
+        lambda_W: float | Sequence[float] = 1.0,
+        weight_dist: str = "gaussian",
+    ) -> None:
+        self._activation = _as_activation(activation)
+        if widths is not None:
+            ws = list(widths)
+            if len(ws) < 2:
+                raise ValueError("widths must list n_0, ..., n_L (at least two entries)")
+            n0 = _width(ws[0], "n_0 (input width)", allow_none=True)
+            hidden = [
+                _width(w, f"n_{i} (hidden width)", allow_none=True)
+                for i, w in enumerate(ws[1:-1], start=1)
+            ]
+            nL = _width(ws[-1], f"n_{len(ws) - 1} (output width)", allow_none=False)
+            self._widths: tuple[int | None, ...] = (n0, *hidden, nL)
+        else:
+            if depth is None:
+                raise ValueError("give depth (and width), or widths=[n_0, ..., n_L]")
+            if isinstance(depth, bool) or not float(depth).is_integer() or int(depth) < 1:
+                raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+            L = int(depth)
+            n = _width(width, "width", allow_none=True)
+            n0 = _width(n_in, "n_in", allow_none=True)
+            nL = _width(n_out, "n_out", allow_none=False)
+            self._widths = (n0, *([n] * (L - 1)), nL)
+        L = self.depth
+        if weight_dist not in ("gaussian", "uniform"):
+            raise ValueError(f"weight_dist must be 'gaussian' or 'uniform', got {weight_dist!r}")
+        self._weight_dist = weight_dist
+        if (C_b is None) != (C_W is None):
+            raise ValueError("give both C_b and C_W, or neither (critical initialization)")
+        if C_b is None:
+            from .theory.criticality import criticality
+
+            crit = criticality(self._activation)
+            if crit.C_b is None or crit.C_W is None:
+                raise ValueError(
+                    f"activation {self._activation.name!r} has no critical initialization "
+                    f"({crit.reason}); pass C_b and C_W explicitly"
+                )
+            C_b, C_W = crit.C_b, crit.C_W
+        self._C_b = _per_layer(C_b, L, "C_b")
+        self._C_W = _per_layer(C_W, L, "C_W", positive=True)
+        self._lambda_b = _per_layer(lambda_b, L, "lambda_b")
+        self._lambda_W = _per_layer(lambda_W, L, "lambda_W")
+
+    # ---- read-only properties ------------------------------------------------------------
+
+    @property
+    def activation(self) -> Activation:
+        """The activation function sigma."""
+        return self._activation
+
+    @property
+    def widths(self) -> tuple[int | None, ...]:
+        """``(n_0, n_1, ..., n_L)``; ``None`` for an unknown input width or infinite width."""
+        return self._widths
+
+    @property
+    def depth(self) -> int:
+        """``L``, the number of layers."""
+        return len(self._widths) - 1
+
+    @property
+    def n_in(self) -> int | None:
+        return self._widths[0]
+
+    @property
+    def n_out(self) -> int:
+        out = self._widths[-1]
+        assert out is not None
+        return out
+
+    @property
+    def hidden_widths(self) -> tuple[int | None, ...]:
+        """``(n_1, ..., n_{L-1})``."""
+        return self._widths[1:-1]
+
+    @property
+    def finite_width(self) -> bool:
+        """True when every hidden width is finite."""
+        return all(n is not None for n in self.hidden_widths)
+
+    @property
+    def C_b(self) -> np.ndarray:
+        """Bias variances ``C_b^(l)``, shape (L,)."""
+        return self._C_b
+
+    @property
+    def C_W(self) -> np.ndarray:
+        """Rescaled weight variances ``C_W^(l)``, shape (L,)."""
+        return self._C_W
+
+    @property
+    def lambda_b(self) -> np.ndarray:
+        """Bias learning rates ``lambda_b^(l)``, shape (L,)."""
+        return self._lambda_b
+
+    @property
+    def lambda_W(self) -> np.ndarray:
+        """Weight learning rates ``lambda_W^(l)`` (the step is ``lambda_W/n_{l-1}``), shape (L,)."""
+        return self._lambda_W
+
+    @property
+    def weight_dist(self) -> str:
+        return self._weight_dist
+
+    @property
+    def aspect_ratio(self) -> float:
+        """``r = L/n`` with ``n`` the mean hidden width (0.19); ``0`` at infinite width."""
+        hidden = self.hidden_widths
+        if not hidden:
+            return 0.0
+        if not self.finite_width:
+            return 0.0
+        return self.depth / float(np.mean([float(n) for n in hidden]))  # type: ignore[arg-type]
+
+    @property
+    def num_params(self) -> int:
+        """``P = sum_l (n_l + n_l n_{l-1})`` (2.7); requires all widths."""
+        if any(n is None for n in self._widths):
+            raise ValueError("num_params needs every width, including n_in, to be finite")
+        w = [int(n) for n in self._widths]  # type: ignore[arg-type]
+        return sum(w[i] + w[i] * w[i - 1] for i in range(1, len(w)))
+
+    def require_finite_width(self, what: str) -> tuple[int, ...]:
+        """The hidden widths as ints, or a ValueError naming ``what`` needs them."""
+        if not self.finite_width:
+            raise ValueError(f"{what} needs finite hidden widths; give width=n")
+        return tuple(int(n) for n in self.hidden_widths)  # type: ignore[arg-type]
+
+    def replace(self, **changes: Any) -> Network:
+        """A copy with some arguments changed, e.g. ``net.replace(width=128)``."""
+        args: dict[str, Any] = {
+            "activation": self._activation,
+            "widths": self._widths,
+            "C_b": self._C_b,
+            "C_W": self._C_W,
+            "lambda_b": self._lambda_b,
+            "lambda_W": self._lambda_W,
+            "weight_dist": self._weight_dist,
+        }
+        if any(k in changes for k in ("depth", "width", "n_in", "n_out")):
+            n0, *hidden, nL = self._widths
+            depth = changes.pop("depth", self.depth)
+            width = changes.pop("width", hidden[0] if hidden else None)
+            n_in = changes.pop("n_in", n0)
+            n_out = changes.pop("n_out", nL)
+            args.pop("widths")
+            if depth != self.depth:
+                for key in ("C_b", "C_W", "lambda_b", "lambda_W"):
+                    vals = args[key]
+                    if np.all(vals == vals[0]):
+                        args[key] = float(vals[0])
+                    else:
+                        raise ValueError(
+                            f"cannot change depth of a network with per-layer {key}; "
+                            "give the new per-layer values"
+                        )
+            args.update(depth=depth, width=width, n_in=n_in, n_out=n_out)
+        args.update(changes)
+        act = args.pop("activation")
+        return Network(act, **args)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable description (book symbols as keys)."""
+        return {
+            "activation": self._activation.name,
+            "widths": list(self._widths),
+            "C_b": self._C_b.tolist(),
+            "C_W": self._C_W.tolist(),
+            "lambda_b": self._lambda_b.tolist(),
+            "lambda_W": self._lambda_W.tolist(),
+            "weight_dist": self._weight_dist,
+        }
+
+    def __repr__(self) -> str:
+        def fmt(a: np.ndarray) -> str:
+            if np.all(a == a[0]):
+                return f"{a[0]:.6g}"
+            return "[" + ", ".join(f"{v:.4g}" for v in a) + "]"
+
+        extra = "" if self._weight_dist == "gaussian" else ", weight_dist='uniform'"
+        return (
+            f"Network({self._activation.name!r}, widths={self._widths}, C_b={fmt(self._C_b)}, "
+            f"C_W={fmt(self._C_W)}, lambda_b={fmt(self._lambda_b)}, "
+            f"lambda_W={fmt(self._lambda_W)}{extra})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Network) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+
+def _as_activation(act: str | Activation) -> Activation:
+    return activation(act)
+
+
+class Inputs:
+    """A dataset of ``N`` inputs, as the theory and the ensembles need it.
+
+    The theory depends on the inputs only through the normalized Gram matrix
+    ``X_{ab} = (1/n_0) sum_i x_{i;a} x_{i;b}`` (3.9), (8.22); the ensembles need the inputs
+    themselves.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, n_0)
+        One input per row.
+    """
+
+    def __init__(self, x: np.ndarray) -> None:
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+            raise ValueError(f"inputs must have shape (N, n_0) with N, n_0 >= 1, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("inputs contain NaN or infinite values")
+        arr.setflags(write=False)
+        self._x = arr
+
+    @classmethod
+    def from_k1(cls, k1: float | Sequence[float], network: Network) -> Inputs:
+        """Single (or several orthogonal) inputs whose first-layer kernel is ``K^(1) = k1``.
+
+        The normalized squared norm is ``X = (k1 - C_b^(1))/C_W^(1)``; each input is a vector
+        of dimension ``n_0`` (the network's, or 1) with that squared norm per component, and
+        distinct inputs are orthogonal when ``n_0`` allows it.
+        """
+        ks = np.atleast_1d(np.asarray(k1, dtype=np.float64))
+        if ks.ndim != 1 or not np.all(np.isfinite(ks)):
+            raise ValueError(f"k1 must be a finite number, got {k1!r}")
+        X = (ks - network.C_b[0]) / network.C_W[0]
+        if np.any(X < -1e-15 * np.maximum(1.0, ks)):
+            raise ValueError(
+                f"K^(1) = {k1!r} is smaller than C_b^(1) = {network.C_b[0]:g}: the first-layer "
+                "kernel is C_b + C_W |x|^2/n_0 >= C_b"
+            )
+        X = np.maximum(X, 0.0)
+        n0 = network.n_in or len(ks)
+        if len(ks) > n0:
+            raise ValueError(f"{len(ks)} orthogonal inputs need n_in >= {len(ks)}, got {n0}")
+        x = np.zeros((len(ks), n0))
+        if len(ks) == 1:
+            x[0, :] = np.sqrt(X[0])
+        else:
+            for a, Xa in enumerate(X):
+                x[a, a] = np.sqrt(Xa * n0)
+        return cls(x)
+
+    @property
+    def x(self) -> np.ndarray:
+        """The inputs, shape (N, n_0)."""
+        return self._x
+
+    @property
+    def n_inputs(self) -> int:
+        return self._x.shape[0]
+
+    @property
+    def n_in(self) -> int:
+        return self._x.shape[1]
+
+    @property
+    def gram(self) -> np.ndarray:
+        """``X_{ab} = x_a . x_b / n_0``, shape (N, N) (3.9)."""
+        return self._x @ self._x.T / self._x.shape[1]
+
+    def __len__(self) -> int:
+        return self.n_inputs
+
+    def __repr__(self) -> str:
+        return f"Inputs(N={self.n_inputs}, n_0={self.n_in})"
+
+
+def as_inputs(
+    network: Network, inputs: np.ndarray | Inputs | None = None, k1: float | None = None
+) -> Inputs:
+    """Resolve ``inputs`` (array or :class:`Inputs`) or ``k1`` into :class:`Inputs`.
+
+    Raises
+    ------
+    ValueError
+        If both or neither are given, or the input dimension disagrees with ``network.n_in``.
+    """
+    if (inputs is None) == (k1 is None):
+        raise ValueError("give exactly one of inputs (an (N, n_0) array) or k1 (K^(1))")
+    if k1 is not None:
+        return Inputs.from_k1(k1, network)
+    inp = inputs if isinstance(inputs, Inputs) else Inputs(np.asarray(inputs))
+    if network.n_in is not None and inp.n_in != network.n_in:
+        raise ValueError(
+            f"inputs have dimension {inp.n_in} but the network has n_in = {network.n_in}"
+        )
+    return inp

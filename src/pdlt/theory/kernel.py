@@ -1,0 +1,339 @@
+"""The infinite-width kernel: its recursion, susceptibilities and the delta expansion.
+
+Book §4.6 and §5.1; spec/02 §5.1, spec/03 §1-§3.
+
+* :func:`kernel_step`, :func:`kernel_flow` -- ``K^(l+1) = C_b + C_W <sigma sigma>_{K^(l)}``
+  (4.118) for ``N`` inputs, from ``K^(1) = C_b + C_W X`` (4.8).
+* :func:`helpers` -- the single-input functions ``g, chi_par, chi_perp, h, j, s_V`` (5.49)-
+  (5.52), (5.109), (5.111) at any kernel values.
+* :func:`gamma_components` -- the ``gamma``-basis components ``K_[0], K_[1], K_[2]`` of a
+  two-input kernel (5.17)-(5.19).
+* :func:`delta_flow` -- the delta expansion for infinitesimally separated inputs
+  (5.46)-(5.48), with the ``dd K_[0]`` recursion derived in spec/03 §3.4.
+
+All Gaussian expectations go through :mod:`pdlt.gaussian`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..activations import Activation
+from ..gaussian import moments
+
+__all__ = [
+    "Helpers",
+    "helpers",
+    "first_layer_kernel",
+    "kernel_step",
+    "kernel_flow",
+    "gamma_components",
+    "DeltaFlow",
+    "delta_flow",
+    "pair_moments",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Pairwise expectations over a kernel matrix
+# --------------------------------------------------------------------------------------------
+
+
+def pair_moments(act: Activation, K: np.ndarray, orders: tuple[int, ...] = (0,)) -> np.ndarray:
+    """``<sigma^{(k)}_a sigma^{(k)}_b>_K`` for every pair of inputs and every ``k`` in orders.
+
+    Parameters
+    ----------
+    act : Activation
+    K : ndarray, shape (N, N)
+        Kernel of the current layer.
+    orders : tuple of int
+        Derivative orders ``k`` (0 for ``<sigma sigma>``, 1 for ``<sigma' sigma'>``).
+
+    Returns
+    -------
+    ndarray, shape (len(orders), N, N)
+        Symmetric in the last two axes.  Diagonal entries are one-dimensional integrals,
+        off-diagonal ones two-dimensional over the 2x2 sub-block (4.118).
+    """
+    N = K.shape[0]
+    out = np.empty((len(orders), N, N))
+    diag = moments(act, np.diag(K)[:, None, None], [[(0, k), (0, k)] for k in orders])
+    out[:, np.arange(N), np.arange(N)] = diag.T
+    if N > 1:
+        a, b = np.triu_indices(N, 1)
+        blocks = np.stack([np.stack([K[a, a], K[a, b]], -1), np.stack([K[b, a], K[b, b]], -1)], -2)
+        off = moments(act, blocks, [[(0, k), (1, k)] for k in orders])
+        out[:, a, b] = off.T
+        out[:, b, a] = off.T
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel recursion
+# --------------------------------------------------------------------------------------------
+
+
+def first_layer_kernel(gram: np.ndarray, C_b: float, C_W: float) -> np.ndarray:
+    """``K^(1)_{ab} = C_b^(1) + C_W^(1) X_{ab}`` (4.8), exact at any width."""
+    return C_b + C_W * np.asarray(gram, dtype=np.float64)
+
+
+def kernel_step(act: Activation, K: np.ndarray, C_b: float, C_W: float) -> np.ndarray:
+    """One step of (4.118): ``K^(l+1)_{ab} = C_b + C_W <sigma_a sigma_b>_{K^(l)}``.
+
+    Parameters
+    ----------
+    K : ndarray, shape (N, N)
+    C_b, C_W : float
+        Hyperparameters of layer ``l + 1``.
+    """
+    return C_b + C_W * pair_moments(act, K, (0,))[0]
+
+
+def kernel_flow(act: Activation, gram: np.ndarray, C_b: np.ndarray, C_W: np.ndarray) -> np.ndarray:
+    """The kernel at every layer, ``K^(l)`` for ``l = 1..L``.
+
+    Parameters
+    ----------
+    act : Activation
+    gram : ndarray, shape (N, N)
+        Normalized input Gram matrix ``X``.
+    C_b, C_W : ndarray, shape (L,)
+        Per-layer hyperparameters.
+
+    Returns
+    -------
+    ndarray, shape (L, N, N)
+    """
+    L = len(C_b)
+    K = np.empty((L,) + gram.shape)
+    K[0] = first_layer_kernel(gram, C_b[0], C_W[0])
+    for ell in range(1, L):
+        K[ell] = kernel_step(act, K[ell - 1], C_b[ell], C_W[ell])
+    return K
+
+
+# --------------------------------------------------------------------------------------------
+# Single-input helper functions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Helpers:
+    r"""Single-input functions of the kernel (spec/03 §1.3), elementwise in ``K``.
+
+    Attributes
+    ----------
+    g : ``<sigma^2>_K`` (5.5)
+    chi_par : ``C_W g'(K)`` (5.50)
+    chi_perp : ``C_W <sigma'^2>_K`` (5.51)
+    h : ``(1/2) d chi_perp / dK`` (5.52)
+    j : ``C_W <sigma^2 [(z^2/K)^2 - 6 z^2/K + 3]>_K = 4 K^2 C_W g''(K)`` (5.111)
+    s_V : ``C_W^2 (<sigma^4>_K - g^2)``, the source of the vertex recursion (5.109)
+    g2 : ``g''(K)``
+    """
+
+    g: np.ndarray
+    chi_par: np.ndarray
+    chi_perp: np.ndarray
+    h: np.ndarray
+    j: np.ndarray
+    s_V: np.ndarray
+    g2: np.ndarray
+
+
+def helpers(act: Activation, K: np.ndarray | float, C_W: np.ndarray | float) -> Helpers:
+    """Evaluate ``g, chi_par, chi_perp, h, j, s_V`` at kernel values ``K > 0``.
+
+    Smooth activations use integrated-by-parts ("heat equation") forms that do not cancel at
+    small ``K`` (spec/03 §1.1): ``chi_par = C_W <sigma'^2 + sigma sigma''>``,
+    ``h = (C_W/2) <sigma''^2 + sigma' sigma'''>``, ``g'' = <z (sigma^2)'''>/(4K)``.  Kinked
+    activations use the book's moment forms (5.50)-(5.52), (5.111), which need no
+    derivative beyond ``sigma'``.
+
+    Parameters
+    ----------
+    K : array_like
+        Kernel values (any shape), ``K >= 0``.
+    C_W : array_like
+        Broadcast against ``K``.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    C_W = np.broadcast_to(np.asarray(C_W, dtype=np.float64), K.shape)
+    if np.any(K < 0) or not np.all(np.isfinite(K)):
+        raise ValueError("kernel values must be finite and non-negative")
+    Kc = K.reshape(-1, 1, 1)
+    one = [(0, 0)]
+    if act.smooth or act.polynomial_degree is not None:
+        prods = [
+            one * 2,  # sigma^2
+            [(0, 1)] * 2,  # sigma'^2
+            [(0, 0), (0, 2)],  # sigma sigma''
+            [(0, 2)] * 2,  # sigma''^2
+            [(0, 1), (0, 3)],  # sigma' sigma'''
+            one * 4,  # sigma^4
+            [(0, -1), (0, 0), (0, 3)],  # z sigma sigma'''
+            [(0, -1), (0, 1), (0, 2)],  # z sigma' sigma''
+        ]
+        m = moments(act, Kc, prods)
+        g, d2, sdd, dd2, d1d3, s4, zsd3, zd1d2 = m.T
+        chi_par = d2 + sdd
+        h = 0.5 * (dd2 + d1d3)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g2 = (2.0 * zsd3 + 6.0 * zd1d2) / (4.0 * Kc[:, 0, 0])
+        zero = Kc[:, 0, 0] == 0
+        if np.any(zero):
+            g2 = np.where(zero, _g2_at_zero(act), g2)
+    else:
+        if not act.has_derivative(1):
+            raise ValueError(
+                f"susceptibilities need sigma', which {act.name!r} does not have "
+                "(its derivative is a delta function)"
+            )
+        if np.any(K == 0):
+            raise ValueError(f"helpers of the kinked activation {act.name!r} need K > 0")
+        prods = [
+            one * 2,
+            [(0, 1)] * 2,
+            [(0, -1), (0, 0), (0, 1)],  # z sigma sigma'
+            [(0, -1), (0, -1), (0, 1), (0, 1)],  # z^2 sigma'^2
+            one * 4,
+            [(0, -1)] * 2 + one * 2,  # z^2 sigma^2
+            [(0, -1)] * 4 + one * 2,  # z^4 sigma^2
+        ]
+        m = moments(act, Kc, prods)
+        g, d2, zsd, z2d2, s4, z2s2, z4s2 = m.T
+        k = Kc[:, 0, 0]
+        chi_par = zsd / k
+        h = (z2d2 - k * d2) / (2.0 * k * k)
+        g2 = (z4s2 / k**2 - 6.0 * z2s2 / k + 3.0 * g) / (4.0 * k * k)
+    cw = C_W.reshape(-1)
+    k = Kc[:, 0, 0]
+    shape = K.shape
+    return Helpers(
+        g=g.reshape(shape),
+        chi_par=(cw * chi_par).reshape(shape),
+        chi_perp=(cw * d2).reshape(shape),
+        h=(cw * h).reshape(shape),
+        j=(4.0 * k * k * cw * g2).reshape(shape),
+        s_V=(cw**2 * (s4 - g * g)).reshape(shape),
+        g2=g2.reshape(shape),
+    )
+
+
+def _g2_at_zero(act: Activation) -> float:
+    """``g''(0) = (sigma^2)''''(0)/4`` from the Taylor coefficients."""
+    s = act.taylor
+    if s is None or len(s) < 5:
+        raise ValueError(f"g''(0) needs sigma'''' at 0, unavailable for {act.name!r}")
+    return (2 * s[0] * s[4] + 8 * s[1] * s[3] + 6 * s[2] ** 2) / 4.0
+
+
+# --------------------------------------------------------------------------------------------
+# Two inputs: gamma basis and the delta expansion
+# --------------------------------------------------------------------------------------------
+
+
+def gamma_components(K: np.ndarray) -> np.ndarray:
+    """``(K_[0], K_[1], K_[2])`` of 2x2 kernels (5.17)-(5.19).
+
+    Parameters
+    ----------
+    K : ndarray, shape (..., 2, 2)
+        Rows and columns ordered ``(+, -)``.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        ``K_[0] = (K++ + K-- + 2K+-)/4``, ``K_[1] = (K++ - K--)/2``,
+        ``K_[2] = (K++ + K-- - 2K+-)/4``.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape[-2:] != (2, 2):
+        raise ValueError(f"gamma components need 2x2 kernels, got shape {K.shape}")
+    pp, mm, pm = K[..., 0, 0], K[..., 1, 1], 0.5 * (K[..., 0, 1] + K[..., 1, 0])
+    return np.stack([(pp + mm + 2 * pm) / 4, (pp - mm) / 2, (pp + mm - 2 * pm) / 4], axis=-1)
+
+
+@dataclass(frozen=True)
+class DeltaFlow:
+    """Delta expansion of two nearby inputs ``x_+- = x_0 +- dx/2`` (5.21)-(5.48).
+
+    Attributes (each shape (L,))
+    ----------------------------
+    K00 : midpoint kernel ``K^(l)_{00}`` (5.46)
+    dK1 : ``delta K_[1]`` (5.47), first order in ``dx``
+    ddK2 : ``delta delta K_[2]`` (5.48), second order
+    ddK0 : ``delta delta K_[0]`` (derived, spec/03 §3.4)
+    chi_par, chi_perp, h : susceptibilities at ``K00`` of each layer
+    """
+
+    K00: np.ndarray
+    dK1: np.ndarray
+    ddK2: np.ndarray
+    ddK0: np.ndarray
+    chi_par: np.ndarray
+    chi_perp: np.ndarray
+    h: np.ndarray
+
+    def kernel(self) -> np.ndarray:
+        """The 2x2 kernels rebuilt from the components, shape (L, 2, 2), to O(dx^2)."""
+        k0 = self.K00 + self.ddK0
+        kpp = k0 + self.dK1 + self.ddK2
+        kmm = k0 - self.dK1 + self.ddK2
+        kpm = k0 - self.ddK2
+        return np.stack([np.stack([kpp, kpm], -1), np.stack([kpm, kmm], -1)], -2)
+
+
+def delta_flow(
+    act: Activation, x0: np.ndarray, dx: np.ndarray, C_b: np.ndarray, C_W: np.ndarray
+) -> DeltaFlow:
+    """Iterate the delta-expansion recursions (5.46)-(5.48) for ``x_+- = x_0 +- dx/2``.
+
+    ``K00' = C_b + C_W g(K00)``; ``dK1' = chi_par dK1``;
+    ``ddK2' = chi_perp ddK2 + h dK1^2``;
+    ``ddK0' = chi_par ddK0 + (chi_par - chi_perp) ddK2 + (C_W g''/2 - h) dK1^2`` (derived).
+    Initial conditions are exact from (5.2): ``K00 = C_b + C_W x0.x0/n0``,
+    ``dK1 = C_W x0.dx/n0``, ``ddK2 = C_W dx.dx/(4 n0)``, ``ddK0 = 0``.  Valid for smooth
+    activations (footnote 5, L10590).
+
+    Parameters
+    ----------
+    x0, dx : ndarray, shape (n_0,)
+    C_b, C_W : ndarray, shape (L,)
+    """
+    if not act.smooth:
+        raise ValueError(
+            f"the delta expansion assumes a smooth activation (book footnote 5); {act.name!r} "
+            "has kinks -- use the exact two-input kernel instead"
+        )
+    x0 = np.asarray(x0, dtype=np.float64).ravel()
+    dx = np.asarray(dx, dtype=np.float64).ravel()
+    if x0.shape != dx.shape:
+        raise ValueError("x0 and dx must have the same length")
+    n0 = len(x0)
+    L = len(C_b)
+    K00, dK1, ddK2, ddK0 = (np.empty(L) for _ in range(4))
+    chi_par, chi_perp, hh = (np.empty(L) for _ in range(3))
+    K00[0] = C_b[0] + C_W[0] * x0 @ x0 / n0
+    dK1[0] = C_W[0] * x0 @ dx / n0
+    ddK2[0] = C_W[0] * dx @ dx / (4 * n0)
+    ddK0[0] = 0.0
+    for ell in range(L):
+        cw_next = C_W[ell + 1] if ell + 1 < L else C_W[ell]
+        hp = helpers(act, K00[ell], cw_next)
+        chi_par[ell], chi_perp[ell], hh[ell] = hp.chi_par, hp.chi_perp, hp.h
+        if ell + 1 == L:
+            break
+        K00[ell + 1] = C_b[ell + 1] + cw_next * hp.g
+        dK1[ell + 1] = hp.chi_par * dK1[ell]
+        ddK2[ell + 1] = hp.chi_perp * ddK2[ell] + hp.h * dK1[ell] ** 2
+        ddK0[ell + 1] = (
+            hp.chi_par * ddK0[ell]
+            + (hp.chi_par - hp.chi_perp) * ddK2[ell]
+            + (0.5 * cw_next * hp.g2 - hp.h) * dK1[ell] ** 2
+        )
+    return DeltaFlow(K00, dK1, ddK2, ddK0, chi_par, chi_perp, hh)
