@@ -1,0 +1,29 @@
+"""pdlt: the effective theory of deep neural networks (Roberts & Yaida), computable.
+
+Theory to order 1/n and ensembles of real networks, with the same field names, side by side.
+
+>>> import pdlt
+>>> pdlt.criticality("tanh").universality_class
+'K*=0'
+"""
+
+from .activations import Activation, activation, available_activations, register_activation
+from .network import Inputs, Network
+from .results import Flow
+from .theory.criticality import criticality
+from .theory.flow import available_fields, flow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "Flow",
+    "Inputs",
+    "Network",
+    "activation",
+    "available_activations",
+    "available_fields",
+    "criticality",
+    "flow",
+    "register_activation",
+]

@@ -1,0 +1,1 @@
+"""The theory side: recursions named after the book's objects (kernel, criticality, ...)."""
