@@ -92,16 +92,34 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
     """The network and input options shared by ``flow``, ``measure`` and ``compare``."""
     p.add_argument("--activation", required=True, help="e.g. tanh, relu, leaky_relu:0.1")
     p.add_argument("--depth", type=_positive_int, required=True, help="number of layers L")
-    p.add_argument("--width", type=_positive_int, default=None,
-                   help="hidden width n (default: infinite, for the theory)")
+    p.add_argument(
+        "--width",
+        type=_positive_int,
+        default=None,
+        help="hidden width n (default: infinite, for the theory)",
+    )
     p.add_argument("--n-out", type=_positive_int, default=1, help="output width n_L")
-    p.add_argument("--C-b", dest="C_b", type=_floats, default=None,
-                   help="bias variance, a number or one per layer (default: critical)")
-    p.add_argument("--C-W", dest="C_W", type=_floats, default=None,
-                   help="rescaled weight variance (default: critical)")
+    p.add_argument(
+        "--C-b",
+        dest="C_b",
+        type=_floats,
+        default=None,
+        help="bias variance, a number or one per layer (default: critical)",
+    )
+    p.add_argument(
+        "--C-W",
+        dest="C_W",
+        type=_floats,
+        default=None,
+        help="rescaled weight variance (default: critical)",
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--k1", type=float, default=None,
-                     help="a single input with first-layer kernel K^(1) = K (default 1)")
+    src.add_argument(
+        "--k1",
+        type=float,
+        default=None,
+        help="a single input with first-layer kernel K^(1) = K (default 1)",
+    )
     src.add_argument("--inputs", default=None, help=".npy or .csv file, one input per row")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -159,8 +177,12 @@ def _criticality_text(c: Criticality) -> str:
         ("universality class", c.universality_class),
         ("C_b", _fmt(c.C_b)),
         ("C_W", _fmt(c.C_W)),
-        ("K*", "any (line of fixed points)" if c.universality_class == "scale-invariant"
-         else _fmt(c.K_star)),
+        (
+            "K*",
+            "any (line of fixed points)"
+            if c.universality_class == "scale-invariant"
+            else _fmt(c.K_star),
+        ),
     ]
     if c.taylor is not None:
         rows += [("a1", _fmt(c.a1)), ("a2", _fmt(c.a2)), ("b1", _fmt(c.b1))]
@@ -174,8 +196,10 @@ def _criticality_text(c: Criticality) -> str:
         lines.append("critical points:")
         for p in c.points:
             extra = "" if p.a1_tilde is None else f", a1_tilde = {p.a1_tilde:.6g}"
-            lines.append(f"  K* = {_fmt(p.K_star)}: C_b = {p.C_b:.10g}, C_W = {p.C_W:.10g}, "
-                         f"{p.stability}{extra}")
+            lines.append(
+                f"  K* = {_fmt(p.K_star)}: C_b = {p.C_b:.10g}, C_W = {p.C_W:.10g}, "
+                f"{p.stability}{extra}"
+            )
     lines.append(c.reason)
     return "\n".join(lines)
 
@@ -218,15 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("criticality", help="critical initialization and universality class")
-    p.add_argument("activation",
-                   help=f"activation name ({', '.join(available_activations())}; "
-                   "parameters after a colon, e.g. leaky_relu:0.1)")
+    p.add_argument(
+        "activation",
+        help=f"activation name ({', '.join(available_activations())}; "
+        "parameters after a colon, e.g. leaky_relu:0.1)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("flow", help="theory: per-layer kernel and susceptibilities")
     add_network_options(p)
-    p.add_argument("--fields", default=None,
-                   help=f"comma list of fields ({', '.join(available_fields())})")
+    p.add_argument(
+        "--fields", default=None, help=f"comma list of fields ({', '.join(available_fields())})"
+    )
     return parser
 
 

@@ -54,7 +54,7 @@ Factor = tuple[int, int]
 
 _U_MAX = 9.0
 _PANEL_MAX = 1.5
-_GL_NODES = 10
+_GL_NODES = 14
 _GH_NODES_3D = 20
 _GH_NODES_4D = 14
 _POINTS_PER_CHUNK = 2_000_000
@@ -177,7 +177,7 @@ def expect(
     error : bool
         Also return an error estimate: the difference from a rule with more nodes.
     gl_nodes : int
-        Gauss-Legendre nodes per panel (default 10).
+        Gauss-Legendre nodes per panel (default 14).
 
     Returns
     -------

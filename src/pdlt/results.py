@@ -129,8 +129,11 @@ class Flow:
         return {
             "kind": self.kind,
             "network": self.network.to_dict(),
-            "inputs": {"N": self.inputs.n_inputs, "n_0": self.inputs.n_in,
-                       "gram": self.inputs.gram.tolist()},
+            "inputs": {
+                "N": self.inputs.n_inputs,
+                "n_0": self.inputs.n_in,
+                "gram": self.inputs.gram.tolist(),
+            },
             "layers": layers,
             "meta": _jsonable(self.meta),
         }

@@ -1,0 +1,146 @@
+"""The pdlt command line: output, JSON keys, and one-line errors with exit status 2."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pdlt.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_criticality_json_keys(capsys):
+    code, out, _ = run(capsys, "criticality", "tanh", "--json")
+    assert code == 0
+    d = json.loads(out)
+    for key in ("C_b", "C_W", "K_star", "universality_class", "a1", "a2", "b1"):
+        assert key in d
+    assert d["universality_class"] == "K*=0" and d["a1"] == pytest.approx(-2.0)
+
+
+def test_criticality_table(capsys):
+    code, out, _ = run(capsys, "criticality", "swish")
+    assert code == 0
+    assert "half-stable" in out and "14.3201736" in out
+
+
+def test_flow_json_single_input(capsys):
+    code, out, _ = run(
+        capsys, "flow", "--activation", "tanh", "--depth", "4", "--k1", "0.5", "--json"
+    )
+    assert code == 0
+    d = json.loads(out)
+    layers = d["layers"]
+    assert layers["l"] == [1, 2, 3, 4]
+    assert layers["K"][0] == pytest.approx(0.5)
+    assert len(layers["chi_parallel"]) == 4 and len(layers["chi_perp"]) == 4
+    assert d["network"]["C_W"] == [1.0] * 4 and d["universality_class"] == "K*=0"
+
+
+def test_flow_inputs_files(capsys, tmp_path):
+    x = np.random.default_rng(0).normal(size=(3, 5))
+    np.save(tmp_path / "x.npy", x)
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",")
+    outs = []
+    for name in ("x.npy", "x.csv"):
+        code, out, _ = run(
+            capsys,
+            "flow",
+            "--activation",
+            "relu",
+            "--depth",
+            "3",
+            "--inputs",
+            str(tmp_path / name),
+            "--json",
+        )
+        assert code == 0
+        outs.append(np.array(json.loads(out)["layers"]["K"]))
+    assert outs[0].shape == (3, 3, 3)
+    assert np.allclose(outs[0], outs[1], rtol=1e-12)
+    # the first-layer kernel at criticality (C_b, C_W) = (0, 2): K^(1) = 2 x x^T / n_0 (4.8)
+    assert np.allclose(outs[0][0], 2 * x @ x.T / 5, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["criticality", "nope"], "unknown activation"),
+        (["flow", "--activation", "tanh"], "required"),
+        (["flow", "--activation", "tanh", "--depth", "-3"], "positive integer"),
+        (["flow", "--activation", "tanh", "--depth", "3", "--C-b", "0.1"], "give both"),
+        (
+            ["flow", "--activation", "tanh", "--depth", "3", "--C-b", "-1", "--C-W", "1"],
+            "non-negative",
+        ),
+        (
+            ["flow", "--activation", "tanh", "--depth", "3", "--C-b", "x", "--C-W", "1"],
+            "expected a number",
+        ),
+        (["flow", "--activation", "sigmoid", "--depth", "3"], "no critical initialization"),
+        (
+            ["flow", "--activation", "tanh", "--depth", "3", "--inputs", "/no/such.npy"],
+            "does not exist",
+        ),
+        (["flow", "--activation", "tanh", "--depth", "3", "--fields", "K,Zed"], "unknown field"),
+        (
+            ["flow", "--activation", "relu", "--depth", "3", "--k1", "1", "--inputs", "a.npy"],
+            "not allowed with",
+        ),
+        (["bogus"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("pdlt: error: ")
+    assert message in err
+
+
+def test_corrupt_inputs_file(capsys, tmp_path):
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not a numpy file")
+    code, _, err = run(capsys, "flow", "--activation", "tanh", "--depth", "2", "--inputs", str(bad))
+    assert code == 2 and "cannot read inputs" in err and "Traceback" not in err
+    nan = tmp_path / "nan.csv"
+    nan.write_text("1,2\nnan,3\n")
+    code, _, err = run(capsys, "flow", "--activation", "tanh", "--depth", "2", "--inputs", str(nan))
+    assert code == 2 and "NaN" in err
+
+
+def test_readme_opens_with_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    commands = [ln for ln in lines[:4] if ln.startswith("pip install")]
+    assert len(commands) == 2
+    main_job = commands[0].split("&&")[1].split()
+    assert main_job[0] == "pdlt"
+    assert "pytest" in commands[1]
+    # .ci/run runs the same test command (see its comment) and installs what it needs
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"pip install .*torch==2\.13\.0 .*\[test\]", ci) and "pytest" in ci
+
+
+def test_main_job_runs_as_a_console_script():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    main_job = [ln for ln in lines[:4] if ln.startswith("pip install")][0].split("&&")[1].split()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pdlt.cli", *main_job[1:]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "universality class" in proc.stdout
