@@ -8,6 +8,9 @@ Theory to order 1/n and ensembles of real networks, with the same field names, s
 """
 
 from .activations import Activation, activation, available_activations, register_activation
+from .compare import Comparison, compare
+from .empirical.ensemble import Ensemble
+from .empirical.estimators import measure
 from .network import Inputs, Network
 from .results import Flow
 from .theory.criticality import criticality
@@ -17,13 +20,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "Comparison",
+    "Ensemble",
     "Flow",
     "Inputs",
     "Network",
     "activation",
     "available_activations",
     "available_fields",
+    "compare",
     "criticality",
     "flow",
+    "measure",
     "register_activation",
 ]

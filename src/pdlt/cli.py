@@ -18,7 +18,9 @@ import numpy as np
 
 from . import __version__
 from .activations import available_activations
+from .compare import compare
 from .network import Inputs, Network
+from .results import Flow
 from .theory.criticality import Criticality, criticality
 from .theory.flow import available_fields, flow
 
@@ -112,6 +114,20 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
         type=_floats,
         default=None,
         help="rescaled weight variance (default: critical)",
+    )
+    p.add_argument(
+        "--lambda-b",
+        dest="lambda_b",
+        type=_floats,
+        default=None,
+        help="bias learning rate lambda_b, a number or one per layer (default 1)",
+    )
+    p.add_argument(
+        "--lambda-W",
+        dest="lambda_W",
+        type=_floats,
+        default=None,
+        help="weight learning rate lambda_W (step lambda_W/n_{l-1}; default 1)",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
@@ -226,10 +242,97 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure_from_args(args: argparse.Namespace) -> tuple[Network, Inputs | None, Flow]:
+    from .empirical.estimators import measure
+
+    inputs = inputs_from_args(args)
+    if args.width is None:
+        raise UsageError("measuring real networks needs a finite --width n")
+    net = network_from_args(args, inputs)
+    fields = args.fields.split(",") if args.fields else ["K", "V", "Theta"]
+    try:
+        result = measure(
+            net,
+            inputs,
+            k1=(1.0 if args.k1 is None else args.k1) if inputs is None else None,
+            size=args.ensemble,
+            seed=args.seed,
+            fields=fields,
+            device=args.device,
+            dtype=args.dtype,
+            neurons=args.neurons,
+            progress=None,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return result.network, inputs, result
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    _, _, result = _measure_from_args(args)
+    if result.meta.get("interrupted"):
+        print(f"pdlt: interrupted; results from {result.meta['size']} networks", file=sys.stderr)
+    if args.json:
+        print(result.to_json())
+    else:
+        print(repr(result.network))
+        print(
+            f"{result.meta['size']} networks, seed {result.meta['seed']}, "
+            f"{result.meta['device']}/{result.meta['dtype']}"
+        )
+        print(result.table())
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    net, inputs, measured = _measure_from_args(args)
+    theory_fields = [f for f in measured.fields if f in available_fields()]
+    try:
+        theory = flow(net, measured.inputs, fields=theory_fields)
+        result = compare(theory, measured, k=args.k, truncation=args.truncation)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.plot:
+        try:
+            result.plot(args.plot)
+        except (ImportError, ValueError, OSError) as exc:
+            raise UsageError(f"cannot write the plot {args.plot!r}: {exc}") from None
+    if args.json:
+        print(result.to_json())
+    else:
+        print(repr(net))
+        print(result.table())
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "criticality": _cmd_criticality,
     "flow": _cmd_flow,
+    "measure": _cmd_measure,
+    "compare": _cmd_compare,
 }
+
+
+def _add_ensemble_options(p: argparse.ArgumentParser) -> None:
+    from .empirical.estimators import MEASURABLE
+
+    p.add_argument(
+        "--ensemble", type=_positive_int, default=1000, help="number of networks M (default 1000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument(
+        "--neurons",
+        type=_positive_int,
+        default=4,
+        help="neurons per layer for the dNTK/ddNTK estimators (default 4)",
+    )
+    p.add_argument(
+        "--fields",
+        default=None,
+        help=f"comma list of fields (default K,V,Theta; any of {','.join(MEASURABLE)})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +356,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_options(p)
     p.add_argument(
         "--fields", default=None, help=f"comma list of fields ({', '.join(available_fields())})"
+    )
+
+    p = sub.add_parser("measure", help="ensembles of real networks: fields with standard errors")
+    add_network_options(p)
+    _add_ensemble_options(p)
+
+    p = sub.add_parser("compare", help="theory against an ensemble of real networks")
+    add_network_options(p)
+    _add_ensemble_options(p)
+    p.add_argument("--k", type=float, default=4.0, help="standard errors allowed (default 4)")
+    p.add_argument(
+        "--truncation",
+        type=float,
+        default=3.0,
+        help="coefficient c of the truncation allowance c*(l/n)*|theory| (default 3)",
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="draw theory curves against measured points with error bars",
     )
     return parser
 

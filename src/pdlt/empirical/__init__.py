@@ -1,0 +1,1 @@
+"""The empirical side: ensembles of real networks, autodiff observables, statistics."""
