@@ -46,7 +46,8 @@ class ComparisonRow:
     theory, measured, stderr : ndarray
         Same shape (the field's per-layer shape).
     z : ndarray
-        ``(measured - theory) / stderr`` (0 where both the difference and the error vanish).
+        ``(measured - theory) / sqrt(stderr^2 + floor^2)``: the difference in standard errors,
+        with the rounding floor so deterministic quantities give ``z ~ 0``.
     allowance : float
         Truncation allowance (absolute) used at this layer.
     ok : bool
@@ -210,8 +211,10 @@ def compare(
                 allowance = truncation * ell / float(n_prev) * scale
             floor = 1e-10 * max(scale, float(np.max(np.abs(m))) if m.size else 0.0)
             diff = m - t
+            # differences at the rounding floor are not significant
+            err = np.sqrt(s**2 + floor**2)
             with np.errstate(divide="ignore", invalid="ignore"):
-                z = np.where(s > 0, diff / s, np.where(np.abs(diff) <= floor, 0.0, np.inf))
+                z = np.where(err > 0, diff / err, np.where(diff == 0, 0.0, np.inf))
             ok = bool(np.all(np.abs(diff) <= k * s + allowance + floor))
             rows.append(ComparisonRow(name, ell, t, m, s, z, allowance, ok))
     return Comparison(rows, k, truncation, missing, dict(measured.meta))

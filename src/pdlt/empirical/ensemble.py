@@ -40,11 +40,14 @@ def block_seed(seed: int, block: int) -> int:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"cpu"``, ``"cuda"``/``"cuda:k"``; a clear ValueError if CUDA is not available."""
-    dev = torch.device("cpu" if device is None else device)
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     return dev
 
 
@@ -109,7 +112,11 @@ class Ensemble:
         return min(self.block_size, self.size - block * self.block_size)
 
     def params(self, block: int) -> Params:
-        """Sample the parameters of one block (deterministic given seed, block and device)."""
+        """Sample the parameters of one block (deterministic given seed, block and device).
+
+        The draw is made in float64 and rounded to ``dtype``, so a float32 ensemble holds the
+        same networks as the float64 one with the same seed.
+        """
         m = self.block_len(block)
         dev, dt = resolve_device(self.device), resolve_dtype(self.dtype)
         gen = torch.Generator(device=dev)
@@ -117,17 +124,19 @@ class Ensemble:
         net = self.network
         widths = [int(n) for n in net.widths]  # type: ignore[arg-type]
         params: Params = {}
+        # draw in float64 and round, so float32 ensembles are the same networks, rounded
+        f64 = torch.float64
         for ell in range(1, net.depth + 1):
             fan_in, fan_out = widths[ell - 1], widths[ell]
             std_w = math.sqrt(net.C_W[ell - 1] / fan_in)
             if net.weight_dist == "gaussian":
-                W = torch.randn(m, fan_out, fan_in, generator=gen, device=dev, dtype=dt) * std_w
+                W = torch.randn(m, fan_out, fan_in, generator=gen, device=dev, dtype=f64) * std_w
             else:
-                u = torch.rand(m, fan_out, fan_in, generator=gen, device=dev, dtype=dt)
+                u = torch.rand(m, fan_out, fan_in, generator=gen, device=dev, dtype=f64)
                 W = (2.0 * u - 1.0) * (math.sqrt(3.0) * std_w)
-            b = torch.randn(m, fan_out, generator=gen, device=dev, dtype=dt)
-            params[f"W{ell}"] = W
-            params[f"b{ell}"] = b * math.sqrt(net.C_b[ell - 1])
+            b = torch.randn(m, fan_out, generator=gen, device=dev, dtype=f64)
+            params[f"W{ell}"] = W.to(dt)
+            params[f"b{ell}"] = (b * math.sqrt(net.C_b[ell - 1])).to(dt)
         return params
 
     def blocks(self) -> Iterator[tuple[int, Params]]:
