@@ -380,3 +380,16 @@ def test_learning_rate_tensor():
     lam = learning_rates(net, 2)
     # (8.6): lambda_b^(l) on biases, lambda_W^(l)/n_{l-1} on weights
     assert lam == {"b1": 0.1, "W1": 1.0, "b2": 0.2, "W2": 0.8}
+
+
+def test_nlo_metric_fit_across_widths():
+    # Deep linear networks: the metric is exact at any width, G = K and G^{1} = 0 (spec/01 §6.2)
+    from pdlt.empirical.estimators import nlo_metric
+
+    x = np.array([[0.7, -1.1], [0.2, 0.9]])
+    net = Network("linear", depth=4, width=8, C_b=0.1, C_W=1.05)
+    f = nlo_metric(net, x, widths=(4, 8, 16), size=1500, seed=2)
+    K = flow(net, x, fields=("K",)).K
+    assert np.all(np.abs(f.G1) <= 4.5 * f.stderr("G1") + 1e-12)
+    assert np.all(np.abs(f.K - K) <= 4.5 * f.stderr("K") + 1e-12)
+    assert f.meta["dof"] == 1

@@ -46,9 +46,9 @@ from ..network import Inputs, Network, as_inputs
 from ..results import Flow
 from .ensemble import Ensemble, forward, resolve_dtype
 from .observables import ddntk, dntk, ntk, stochastic_metric
-from .statistics import Accumulator, covariance_estimate
+from .statistics import Accumulator, covariance_estimate, fit_inverse_width
 
-__all__ = ["measure", "accumulate", "estimate_fields", "MEASURABLE", "GROUPS"]
+__all__ = ["measure", "nlo_metric", "accumulate", "estimate_fields", "MEASURABLE", "GROUPS"]
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "metric": ("K", "V"),
@@ -374,3 +374,67 @@ def measure(
         "torch": torch.__version__,
     }
     return Flow(network, inp, values, stderr=stderr, kind="ensemble", meta=meta)
+
+
+def nlo_metric(
+    network: Network,
+    inputs: np.ndarray | Inputs | None = None,
+    *,
+    k1: float | None = None,
+    widths: Sequence[int] = (16, 32, 64, 128),
+    size: int = 4000,
+    seed: int = 0,
+    order: int = 1,
+    **kwargs: object,
+) -> Flow:
+    """The NLO metric ``G^{1}`` by a fit in ``1/n`` across widths (4.104).
+
+    Measures the mean metric ``G^(l) = E[G-hat^(l)]`` at every hidden width ``n`` in
+    ``widths`` (same seed) and fits ``G(n) = c_0 + c_1/n (+ c_2/n^2)`` by weighted least squares:
+    ``c_0`` estimates the kernel ``K`` and ``c_1`` the NLO metric ``G^{1}`` (the book's
+    normalization by ``n_{l-1} = n``).  Layer 1 is exact (``G^{1}(1) = 0``).  The signal is
+    ``G^{1}/n`` against noise ``sqrt(nV/M)``, so ``size`` must grow with the widths (spec/02
+    §12.2).
+
+    Returns
+    -------
+    Flow
+        Fields ``K`` and ``G1`` of shape (L, N, N) with standard errors; ``meta["chi2"]`` and
+        ``meta["dof"]`` of the fits.
+    """
+    if network.depth < 2:
+        raise ValueError("the NLO metric needs depth >= 2")
+    ws = sorted({int(w) for w in widths})
+    if len(ws) < order + 1 or any(w < 1 for w in ws):
+        raise ValueError(f"need at least {order + 1} distinct positive widths, got {widths!r}")
+    runs = [
+        measure(
+            network.replace(width=w), inputs, k1=k1, size=size, seed=seed, fields=("K",), **kwargs
+        )  # type: ignore[arg-type]
+        for w in ws
+    ]
+    values = np.stack([r.K for r in runs])  # (W, L, N, N)
+    errors = np.stack([r.stderr("K") for r in runs])
+    K = np.empty(values.shape[1:])
+    G1 = np.zeros_like(K)
+    se_K, se_G1 = np.zeros_like(K), np.zeros_like(K)
+    K[0] = values[-1, 0]
+    fit = fit_inverse_width(ws, values[:, 1:], errors[:, 1:], order=order)
+    K[1:], G1[1:] = fit.value[0], fit.value[1]
+    se_K[1:], se_G1[1:] = fit.stderr[0], fit.stderr[1]
+    meta = {
+        "widths": ws,
+        "size": size,
+        "seed": seed,
+        "order": order,
+        "chi2": fit.chi2,
+        "dof": fit.dof,
+    }
+    return Flow(
+        runs[-1].network,
+        runs[-1].inputs,
+        {"K": K, "G1": G1},
+        stderr={"K": se_K, "G1": se_G1},
+        kind="ensemble",
+        meta=meta,
+    )
