@@ -76,6 +76,10 @@ class Activation:
     analytic : callable or None
         sigma as a function of a complex argument, when it is analytic near the real axis;
         used for spectrally accurate Taylor coefficients (Cauchy's integral formula).
+    homogeneous : int or None
+        Degree ``p`` when sigma is positively homogeneous, ``sigma(lambda z) = lambda^p sigma(z)``
+        for ``lambda > 0``: 1 for the scale-invariant family, 0 for step functions.  Gaussian
+        expectations of such activations have exact closed forms in one and two dimensions.
     """
 
     name: str
@@ -87,6 +91,7 @@ class Activation:
     scale: float = 1.0
     polynomial_degree: int | None = None
     analytic: Callable | None = field(default=None, repr=False)
+    homogeneous: int | None = None
 
     def __call__(self, z: np.ndarray | float) -> np.ndarray:
         return self.sigma(np.asarray(z, dtype=np.float64))
@@ -224,9 +229,20 @@ class Activation:
             auto = [_autograd_derivative(fn, k) for k in (1, 2, 3)]
         elif _accepts_complex(fn) and not kinks:
             sigma = _real_numpy(fn)
-            auto = [_cauchy_derivative(fn, k) for k in (1, 2, 3)]
+            si = _detect_scale_invariance(sigma)
+            if si is not None:
+                ap, am = si
+                auto = [
+                    lambda z: np.where(np.asarray(z) >= 0, ap, am) + 0.0 * np.asarray(z),
+                    np.zeros_like,
+                    np.zeros_like,
+                ]
+            else:
+                radius = min(0.25, 0.4 * scale)
+                _check_analytic(fn, radius, name)
+                auto = [_cauchy_derivative(fn, k, radius) for k in (1, 2, 3)]
+                analytic = fn
             torch_fn = None
-            analytic = fn
         elif derivatives is not None:
             sigma = _real_numpy(fn)
             auto = [None, None, None]
@@ -261,6 +277,7 @@ class Activation:
             scale=float(scale) if si is None else math.inf,
             polynomial_degree=1 if si is not None and si[0] == si[1] else None,
             analytic=analytic if si is None else None,
+            homogeneous=None if si is None else 1,
         )
 
 
@@ -310,6 +327,8 @@ def _autograd_derivative(fn: TorchFn, order: int) -> ArrayFn:
         x = torch.as_tensor(np.array(z, dtype=np.float64)).requires_grad_(True)
         y = fn(x)
         for k in range(order):
+            if not y.requires_grad:  # the previous derivative is piecewise constant
+                return np.zeros_like(x.detach().numpy())
             (y,) = torch.autograd.grad(y.sum(), x, create_graph=k < order - 1, allow_unused=True)
             if y is None:
                 return np.zeros_like(x.detach().numpy())
@@ -333,6 +352,24 @@ def _cauchy_derivative(fn: Callable, order: int, radius: float = 0.25, points: i
         return np.real(vals @ coef)
 
     return d
+
+
+def _check_analytic(fn: Callable, radius: float, name: str) -> None:
+    """Reject numpy callables that are not analytic near the real axis (e.g. ``np.maximum``).
+
+    Cauchy's formula on circles of two radii agrees to rounding for an analytic function and
+    disagrees across a kink or a branch cut.
+    """
+    z = np.linspace(-3.0, 3.0, 61) + 0.013
+    with np.errstate(all="ignore"):
+        a = _cauchy_derivative(fn, 1, radius)(z)
+        b = _cauchy_derivative(fn, 1, 0.5 * radius)(z)
+    if not (np.all(np.isfinite(a)) and np.allclose(a, b, rtol=1e-7, atol=1e-9)):
+        raise ValueError(
+            f"activation {name!r} does not look analytic near the real axis (kinks?): give "
+            "kinks= and derivatives=, or write it with torch operations so autograd can "
+            "differentiate it"
+        )
 
 
 def _derivatives_at_zero(fn: TorchFn, max_order: int) -> np.ndarray:
@@ -448,6 +485,7 @@ def _scale_invariant(a_plus: float, a_minus: float, name: str) -> Activation:
         scale_invariant=(ap, am),
         scale=math.inf,
         polynomial_degree=1 if linear else None,
+        homogeneous=1,
     )
 
 
@@ -475,6 +513,7 @@ def _perceptron() -> Activation:
         torch_fn=lambda z: torch.where(z >= 0, 1.0, 0.0).to(z.dtype),
         kinks=(0.0,),
         scale=math.inf,
+        homogeneous=0,
     )
 
 
@@ -486,6 +525,7 @@ def _sign() -> Activation:
         torch_fn=torch.sign,
         kinks=(0.0,),
         scale=math.inf,
+        homogeneous=0,
     )
 
 

@@ -21,25 +21,32 @@ Quadrature
 ``K`` is factored as ``K = L L^T`` by a rank-revealing Cholesky decomposition (components that
 are linear combinations of earlier ones get no integration variable of their own), and
 ``z = L u`` with ``u`` standard normal.  The integral over ``u`` is nested, one variable per
-level.  Each level uses composite Gauss-Legendre panels on ``[-U, U]`` (``U = 9``, where the
-Gaussian tail is below 1e-18) of width ``min(1.5, scale / |L_{kj}|)`` in ``u``, so that the
-rule resolves both the Gaussian and the activation's own features (its nearest complex
-singularity, for saturating functions) however large the variance -- plain Gauss-Hermite loses
-accuracy for ``tanh`` at ``K = 10`` (spec/03 §1.2).  Kinks are handled exactly: a kink of
-component ``z_k`` at ``c`` becomes a panel breakpoint in the innermost variable ``z_k`` depends
-on, located from the outer variables, so every panel integrates a smooth function.
-Smooth integrands in three and four dimensions use a tensor Gauss-Hermite rule.
+level, each with composite Gauss-Legendre panels no wider than ``min(1.5, scale/|L_kj|)`` in
+``u`` on ``[-9, 9]`` (``[-7.5, 7.5]`` in three and ``[-7, 7]`` in four dimensions), so the rule
+resolves both the Gaussian and the activation's own features (its nearest complex singularity,
+for saturating functions) however large the variance -- plain Gauss-Hermite loses accuracy for
+``tanh`` at ``K = 10`` (spec/03 §1.2).  Kinks are handled exactly: a kink of component ``z_k``
+at ``c`` becomes a panel breakpoint in the innermost variable ``z_k`` depends on, located from
+the outer variables, so every panel integrates a smooth function; for nearly collinear inputs
+extra breakpoints resolve the sharp (smoothed) transition the kink leaves in the outer
+variables.  Positively homogeneous activations (the scale-invariant family, step functions) use
+the exact polar method in one and two dimensions, polynomials an exact Gauss-Hermite rule.  The
+evaluation is chunked so memory stays bounded.
 
 Accuracy (checked in ``tests/test_gaussian.py`` against closed forms and mpmath): relative
 error below 1e-10 for smooth integrands and below 1e-8 for kinked ones in one and two
-dimensions, over variances from 1e-6 to 1e2; ``error=True`` returns an estimate from a refined
-rule alongside every value.
+dimensions, over variances from 1e-6 to 1e2 and correlations up to 0.9999; about 1e-8 to 1e-6
+in three and four dimensions at variances O(1) (four-dimensional tensor grids are capped at
+6e7 nodes per covariance, so at large variances there the accuracy degrades).  ``error=True``
+returns an estimate from a refined rule (more nodes, narrower panels, wider domain) alongside
+every value.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -55,10 +62,9 @@ Factor = tuple[int, int]
 _U_MAX = 9.0
 _PANEL_MAX = 1.5
 _GL_NODES = 14
-_GH_NODES_3D = 20
-_GH_NODES_4D = 14
-_POINTS_PER_CHUNK = 2_000_000
+_POINTS_PER_CHUNK = 1_000_000
 _MAX_PANELS = 1024
+_MAX_NODES_PER_COVARIANCE = 60_000_000
 
 DEFAULT_RULE = {"gl_nodes": _GL_NODES, "panel": _PANEL_MAX, "u_max": _U_MAX}
 
@@ -157,7 +163,7 @@ def expect(
     kinks: Sequence[float] = (),
     scale: float = 1.0,
     error: bool = False,
-    gl_nodes: int = _GL_NODES,
+    gl_nodes: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""Gaussian expectation :math:`\langle F(z)\rangle_K` of a general integrand.
 
@@ -176,8 +182,9 @@ def expect(
         :attr:`pdlt.activations.Activation.scale`); ``inf`` for polynomials.
     error : bool
         Also return an error estimate: the difference from a rule with more nodes.
-    gl_nodes : int
-        Gauss-Legendre nodes per panel (default 14).
+    gl_nodes : int, optional
+        Gauss-Legendre nodes per panel (default 14 in one and two dimensions, 8 in three and
+        four).
 
     Returns
     -------
@@ -189,8 +196,32 @@ def expect(
     out_shape = batch + value.shape[1:]
     if not error:
         return value.reshape(out_shape)
-    fine = _expect(fn, Kb, tuple(float(c) for c in kinks), float(scale), gl_nodes + 6, 1.5)
+    fine = _expect(fn, Kb, tuple(float(c) for c in kinks), float(scale), gl_nodes, fine=True)
     return fine.reshape(out_shape), np.abs(fine - value).reshape(out_shape)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """Composite Gauss-Legendre rule: ``nodes`` per panel, panels at most ``panel`` wide in u,
+    domain ``[-u_max, u_max]`` per variable."""
+
+    nodes: int
+    u_max: float
+    panel: float
+
+    def refined(self) -> _Rule:
+        """More nodes, narrower panels and a wider domain: the error estimate's comparison."""
+        return _Rule(self.nodes + 6, self.u_max + 3.0, self.panel / 1.5)
+
+
+def _default_rule(r: int, gl_nodes: int | None) -> _Rule:
+    """1-2 dimensions: 14 nodes on panels <= 1.5 over [-9, 9] (error ~1e-12); 3 dimensions:
+    8 nodes, [-7.5, 7.5]; 4 dimensions: 8 nodes on panels <= 2 over [-7, 7] (~1e-8)."""
+    if r <= 2:
+        return _Rule(gl_nodes or _GL_NODES, _U_MAX, _PANEL_MAX)
+    if r == 3:
+        return _Rule(gl_nodes or 8, 7.5, _PANEL_MAX)
+    return _Rule(gl_nodes or 8, 7.0, 2.0)
 
 
 def _expect(
@@ -198,13 +229,12 @@ def _expect(
     K: np.ndarray,
     kinks: tuple[float, ...],
     scale: float,
-    gl_nodes: int,
-    refine: float = 1.0,
+    gl_nodes: int | None,
+    fine: bool = False,
 ) -> np.ndarray:
     B, d, _ = K.shape
     L = _factor(K)
     active = np.diagonal(L, axis1=1, axis2=2) > 0
-    smooth = not kinks
     result: np.ndarray | None = None
     # group covariances by which components carry their own integration variable
     patterns, inverse = np.unique(active, axis=0, return_inverse=True)
@@ -212,10 +242,11 @@ def _expect(
         idx = np.nonzero(inverse.reshape(-1) == p)[0]
         dims = tuple(int(j) for j in np.nonzero(pattern)[0])
         Lp = L[idx][:, :, list(dims)]  # (b, d, r): z = Lp u
-        if smooth and (len(dims) >= 3 or math.isinf(scale)):
-            vals = _hermite(fn, Lp, len(dims), scale, refine)
+        if not kinks and math.isinf(scale):
+            vals = _hermite(fn, Lp, len(dims), fine)
         else:
-            vals = _composite(fn, Lp, dims, kinks, scale, gl_nodes, refine)
+            rule = _default_rule(len(dims), gl_nodes)
+            vals = _composite(fn, Lp, kinks, scale, rule.refined() if fine else rule)
         if result is None:
             result = np.zeros((B,) + vals.shape[1:])
         result[idx] = vals
@@ -224,16 +255,12 @@ def _expect(
 
 
 def _hermite(
-    fn: Callable[[np.ndarray], np.ndarray], L: np.ndarray, r: int, scale: float, refine: float
+    fn: Callable[[np.ndarray], np.ndarray], L: np.ndarray, r: int, fine: bool
 ) -> np.ndarray:
-    if math.isinf(scale):
-        n = int(16 * refine)
-    else:
-        n = {0: 1, 1: 96, 2: 64, 3: _GH_NODES_3D, 4: _GH_NODES_4D}[r]
-        n = int(round(n * refine))
+    """Tensor Gauss-Hermite for polynomial integrands (exact up to degree 2n - 1 per axis)."""
     if r == 0:
         return _evaluate(fn, L, np.zeros((1, 1, 0)), np.ones((1, 1)))
-    x, w = _gauss_hermite(max(n, 1))
+    x, w = _gauss_hermite(24 if fine else 16)
     grids = np.meshgrid(*([x] * r), indexing="ij")
     u = np.stack([g.reshape(-1) for g in grids], axis=-1)[None]
     wts = np.prod(np.meshgrid(*([w] * r), indexing="ij"), axis=0).reshape(1, -1)
@@ -243,11 +270,9 @@ def _hermite(
 def _composite(
     fn: Callable[[np.ndarray], np.ndarray],
     L: np.ndarray,
-    dims: tuple[int, ...],
     kinks: tuple[float, ...],
     scale: float,
-    gl_nodes: int,
-    refine: float,
+    rule: _Rule,
 ) -> np.ndarray:
     """Nested composite Gauss-Legendre over the active variables, kinks as breakpoints."""
     b, d, r = L.shape
@@ -261,17 +286,22 @@ def _composite(
         comp_level[k] = cols.max() if cols.size else -1
     # panels per level from the largest coefficient of any component on that variable
     coef = np.max(np.abs(L), axis=1)  # (b, r)
-    width = np.minimum(_PANEL_MAX / refine, scale / np.maximum(coef, 1e-300) / refine)
-    panels = np.minimum(np.ceil(2.0 * _U_MAX / width), _MAX_PANELS).astype(int)
-    # bucket covariances by their panel counts so each bucket shares a grid size
-    buckets = 2 ** np.ceil(np.log2(np.maximum(panels, 12))).astype(int)
+    width = np.minimum(rule.panel, scale / np.maximum(coef, 1e-300))
+    panels = np.minimum(np.ceil(2.0 * rule.u_max / width), _MAX_PANELS)
+    # in 3-4 dimensions keep the tensor grid within budget (the error estimate shows the cost)
+    per_cov = np.prod(panels * rule.nodes, axis=1)
+    shrink = np.maximum(1.0, (per_cov / _MAX_NODES_PER_COVARIANCE) ** (1.0 / r))
+    panels = np.maximum(np.ceil(panels / shrink[:, None]), 4).astype(int)
+    # bucket covariances by their panel counts (rounded up on a 1.25x ladder) so each bucket
+    # shares a grid size
+    ladder = np.unique(np.ceil(4 * 1.25 ** np.arange(40)).astype(int))
+    buckets = ladder[np.searchsorted(ladder, panels)]
     keys, inv = np.unique(buckets, axis=0, return_inverse=True)
     out: np.ndarray | None = None
     for q, key in enumerate(keys):
         sel = np.nonzero(inv.reshape(-1) == q)[0]
-        vals = _composite_bucket(
-            fn, L[sel], comp_level, kinks, tuple(int(v) for v in key), gl_nodes
-        )
+        grid = _Grid(L[sel], comp_level, kinks, tuple(int(v) for v in key), rule)
+        vals = grid.integrate(fn)
         if out is None:
             out = np.zeros((b,) + vals.shape[1:])
         out[sel] = vals
@@ -279,49 +309,105 @@ def _composite(
     return out
 
 
-def _composite_bucket(
-    fn: Callable[[np.ndarray], np.ndarray],
-    L: np.ndarray,
-    comp_level: np.ndarray,
-    kinks: tuple[float, ...],
-    panels: tuple[int, ...],
-    gl_nodes: int,
-) -> np.ndarray:
-    b, d, r = L.shape
-    per_point = 1
-    for j in range(r):
-        nb = len(kinks) * int(np.sum(comp_level == j))
-        per_point *= (panels[j] + nb) * gl_nodes
-    chunk = max(1, _POINTS_PER_CHUNK // max(per_point, 1))
-    parts = []
-    for start in range(0, b, chunk):
-        Lc = L[start : start + chunk]
-        u = np.zeros((Lc.shape[0], 1, 0))
-        w = np.ones((Lc.shape[0], 1))
+_SHADOW = np.array([0.0, -0.5, 0.5, -1.0, 1.0, -2.0, 2.0, -4.0, 4.0, -8.0, 8.0])
+
+
+class _Grid:
+    """Nested composite rule for one bucket of covariances, evaluated in memory-bounded chunks.
+
+    Level ``j`` integrates ``u_j``.  A component ``z_k`` whose last variable is ``u_j`` has its
+    kinks as exact breakpoints there.  Where ``z_k`` also depends on an outer variable ``u_i``
+    only weakly through the inner ones (nearly collinear inputs), the outer integrand has a
+    smoothed kink of width ``s = |L_{k,>i}|/|L_ki|``; "shadow" breakpoints at multiples of
+    ``s`` around it resolve that sharp transition.
+    """
+
+    def __init__(
+        self,
+        L: np.ndarray,
+        comp_level: np.ndarray,
+        kinks: tuple[float, ...],
+        panels: tuple[int, ...],
+        rule: _Rule,
+    ) -> None:
+        self.L, self.kinks, self.panels, self.rule = L, kinks, panels, rule
+        r = L.shape[2]
+        self.own = [np.nonzero(comp_level == j)[0] for j in range(r)]
+        self.shadow: list[np.ndarray] = []
         for j in range(r):
-            comps = np.nonzero(comp_level == j)[0]
-            base = np.linspace(-_U_MAX, _U_MAX, panels[j] + 1)
-            edges = np.broadcast_to(base, u.shape[:2] + base.shape)
-            if kinks and comps.size:
-                # z_k = sum_{i<j} L[k, i] u_i + L[k, j] u_j = c  =>  u_j = (c - partial)/L[k, j]
-                partial = np.einsum("bqi,bki->bqk", u, Lc[:, comps, :j])
-                lkj = Lc[:, comps, j][:, None, :]
-                safe = np.where(lkj != 0, lkj, 1.0)
-                bps = [np.where(lkj != 0, (c - partial) / safe, _U_MAX) for c in kinks]
-                bp = np.clip(np.concatenate(bps, axis=-1), -_U_MAX, _U_MAX)
-                edges = np.sort(np.concatenate([edges, bp], axis=-1), axis=-1)
-            nodes, wts = _panel_rule(edges, gl_nodes)
-            q_old, q_new = u.shape[1], nodes.shape[-1]
-            u = np.concatenate(
-                [
-                    np.repeat(u, q_new, axis=1),
-                    nodes.reshape(u.shape[0], q_old * q_new, 1),
-                ],
-                axis=-1,
+            comps = [k for k in range(L.shape[1]) if comp_level[k] > j]
+            if kinks and comps:
+                lkj = np.abs(L[:, comps, j])
+                inner = np.sqrt(np.sum(L[:, comps, j + 1 :] ** 2, axis=2))
+                sharp = (lkj > 0) & (inner < 0.5 * rule.panel * lkj)
+                comps = [c for i, c in enumerate(comps) if np.any(sharp[:, i])]
+            self.shadow.append(np.array(comps if kinks else [], dtype=int))
+        self.sizes = [
+            (panels[j] + len(kinks) * (len(self.own[j]) + len(_SHADOW) * len(self.shadow[j])))
+            * rule.nodes
+            for j in range(r)
+        ]
+
+    def integrate(self, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        b = self.L.shape[0]
+        u = np.zeros((b, 1, 0))
+        w = np.ones((b, 1))
+        return self._level(fn, np.arange(b), u, w, 0)
+
+    def _level(
+        self, fn: Callable, rows: np.ndarray, u: np.ndarray, w: np.ndarray, j: int
+    ) -> np.ndarray:
+        r = self.L.shape[2]
+        Lc = self.L[rows]
+        if j == r:
+            return _evaluate(fn, Lc, u, w)
+        remaining = math.prod(self.sizes[j:])
+        b, q = w.shape
+        if b * q * remaining > _POINTS_PER_CHUNK and (b > 1 or q > 1):
+            # split the covariances, or else the outer nodes, and add the partial integrals
+            if b > 1:
+                step = max(1, _POINTS_PER_CHUNK // (q * remaining))
+                parts = [
+                    self._level(fn, rows[s : s + step], u[s : s + step], w[s : s + step], j)
+                    for s in range(0, b, step)
+                ]
+                return np.concatenate(parts, axis=0)
+            step = max(1, _POINTS_PER_CHUNK // remaining)
+            return sum(  # type: ignore[return-value]
+                self._level(fn, rows, u[:, s : s + step], w[:, s : s + step], j)
+                for s in range(0, q, step)
             )
-            w = (w[:, :, None] * wts).reshape(u.shape[0], q_old * q_new)
-        parts.append(_evaluate(fn, Lc, u, w))
-    return np.concatenate(parts, axis=0)
+        nodes, wts = self._rule_at(Lc, u, j)
+        q_new = nodes.shape[-1]
+        u = np.concatenate([np.repeat(u, q_new, axis=1), nodes.reshape(b, q * q_new, 1)], axis=-1)
+        w = (w[:, :, None] * wts).reshape(b, q * q_new)
+        return self._level(fn, rows, u, w, j + 1)
+
+    def _rule_at(self, Lc: np.ndarray, u: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+        U = self.rule.u_max
+        base = np.linspace(-U, U, self.panels[j] + 1)
+        edges = [np.broadcast_to(base, u.shape[:2] + base.shape)]
+        for comps, spread in ((self.own[j], None), (self.shadow[j], _SHADOW)):
+            if not (self.kinks and comps.size):
+                continue
+            # z_k = sum_{i<j} L[k, i] u_i + L[k, j] u_j (+ inner) = c
+            partial = np.einsum("bqi,bki->bqk", u, Lc[:, comps, :j])
+            lkj = Lc[:, comps, j][:, None, :]
+            safe = np.where(lkj != 0, lkj, 1.0)
+            for c in self.kinks:
+                at = np.where(lkj != 0, (c - partial) / safe, U)
+                if spread is None:
+                    edges.append(at)
+                else:
+                    width = np.sqrt(np.sum(Lc[:, comps, j + 1 :] ** 2, axis=2))[:, None, :]
+                    width = width / np.abs(safe)
+                    edges.append(
+                        (at[..., None] + width[..., None] * spread).reshape(
+                            at.shape[0], at.shape[1], -1
+                        )
+                    )
+        all_edges = np.clip(np.concatenate(edges, axis=-1), -U, U)
+        return _panel_rule(np.sort(all_edges, axis=-1), self.rule.nodes)
 
 
 def _evaluate(
@@ -331,7 +417,7 @@ def _evaluate(
     z = np.einsum("bkr,bqr->bqk", L, np.broadcast_to(u, (L.shape[0],) + u.shape[1:]))
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         f = np.asarray(fn(z), dtype=np.float64)
-    if f.shape[:2] != z.shape[:2]:
+    if f.shape[:2] != z.shape[:2] or f.ndim > 3:
         raise ValueError(f"integrand returned shape {f.shape}, expected {z.shape[:2]} + (m,)")
     wb = np.broadcast_to(w, z.shape[:2])
     if not np.all(np.isfinite(f[wb > 0])):
@@ -415,7 +501,7 @@ def moments(
     Kb, batch = _as_covariances(K)
     d = Kb.shape[-1]
     _check_products(act, products, d)
-    if act.scale_invariant is not None and d <= 2 and act.polynomial_degree is None:
+    if act.homogeneous is not None and d <= 2 and act.polynomial_degree is None:
         value = _polar(act, Kb, products)
         err = np.zeros_like(value)
     elif act.polynomial_degree is not None:
@@ -452,11 +538,15 @@ def _polynomial(act: Activation, K: np.ndarray, products: Sequence[Sequence[Fact
 
 
 def _homogeneous_degree(act: Activation, prod: Sequence[Factor]) -> int:
-    return sum(1 if k in (-1, 0) else 0 for _, k in prod)
+    """Degree of a product: ``z`` has degree 1 and ``sigma^{(k)}`` degree ``p - k``."""
+    assert act.homogeneous is not None
+    return sum(1 if k == -1 else act.homogeneous - k for _, k in prod)
 
 
 def _polar(act: Activation, K: np.ndarray, products: Sequence[Sequence[Factor]]) -> np.ndarray:
     r"""Exact expectations for positively homogeneous sigma in one or two dimensions.
+
+    Covers the scale-invariant family (degree 1) and step functions (degree 0).
 
     With ``z = L u`` and ``u = r (cos phi, sin phi)``, a product of degree ``p`` satisfies
     ``F(r w) = r^p F(w)``, so ``<F> = E[r^p] (1/2pi) int F(L w(phi)) dphi`` with
