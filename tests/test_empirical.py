@@ -261,7 +261,7 @@ def test_standard_errors_are_honest():
     net = Network("linear", widths=[3, 5, 2], C_b=0.1, C_W=1.1, lambda_b=0.4, lambda_W=1.0)
     G, V, T = linear_exact(x @ x.T / 3, 0.1, 1.1, net.widths, 0.4, 1.0)
     zs = {"V": [], "Theta": []}
-    R = 120
+    R = 300
     for rep in range(R):
         m = measure(net, x, size=320, seed=1000 + rep, fields=("V", "Theta"), block_size=10)
         zs["V"].append((m.V[1] - V[1]).item() / m.stderr("V")[1].item())
@@ -369,6 +369,7 @@ def test_interrupted_run_keeps_finished_blocks(monkeypatch):
         return real(self, block)
 
     monkeypatch.setattr(Ensemble, "params", flaky)
+    monkeypatch.setattr(est, "_chunk_size", lambda *a: 10)  # one block per compute chunk
     m = measure(net, k1=1.0, size=320, seed=0, fields=("K", "V"), block_size=10)
     assert m.meta["interrupted"] and m.meta["size"] == 50 and m.meta["blocks"] == 5
 

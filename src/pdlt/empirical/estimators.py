@@ -108,11 +108,13 @@ def _features(
     params: dict[str, torch.Tensor],
     x: torch.Tensor,
     network: Network,
-    groups: set[str],
+    fields: set[str],
     neurons: int,
     ntk_method: str,
 ) -> dict[str, np.ndarray]:
-    """Per-network features of one chunk of networks, as float64 numpy arrays."""
+    """Per-network features of one chunk of networks (only those ``fields`` need), as float64
+    numpy arrays."""
+    groups = _groups(sorted(fields))
     L = network.depth
     zs = forward(params, x, network)
     feats: dict[str, torch.Tensor] = {}
@@ -129,25 +131,28 @@ def _features(
             feats[f"{ell}:Hd"] = Hd.mean(1)
             if n >= 2:
                 zz = z[:, :, :, None] * z[:, :, None, :]  # (M, n, N, N)
-                feats[f"{ell}:zz"] = zz.mean(1)
-                feats[f"{ell}:HH"] = _pair_mean_outer(Hd, Hd)
-                feats[f"{ell}:DD"] = _pair_mean_outer(zz, Hd)
+                if "A" in fields:
+                    feats[f"{ell}:HH"] = _pair_mean_outer(Hd, Hd)
+                if "D" in fields:
+                    feats[f"{ell}:zz"] = zz.mean(1)
+                    feats[f"{ell}:DD"] = _pair_mean_outer(zz, Hd)
                 eye = torch.eye(n, dtype=H.dtype, device=H.device)[None, :, :, None, None]
                 Hoff = H * (1 - eye)
                 M = H.shape[0]
-                Hf = Hoff.reshape(M, n * n, -1)
-                feats[f"{ell}:BB"] = (torch.einsum("mkp,mkq->mpq", Hf, Hf) / (n * (n - 1))).reshape(
-                    M, *H.shape[3:], *H.shape[3:]
-                )
-                # FF[a, c, b, d] = avg_{i != j} z_{i;a} z_{j;c} H_{ij;bd}
-                Y = torch.einsum("mjc,mijbd->micbd", z, Hoff)
-                feats[f"{ell}:FF"] = torch.einsum("mia,micbd->macbd", z, Y) / (n * (n - 1))
+                if "B" in fields:
+                    Hf = Hoff.reshape(M, n * n, -1)
+                    BB = torch.einsum("mkp,mkq->mpq", Hf, Hf) / (n * (n - 1))
+                    feats[f"{ell}:BB"] = BB.reshape(M, *H.shape[3:], *H.shape[3:])
+                if "F" in fields:
+                    # FF[a, c, b, d] = avg_{i != j} z_{i;a} z_{j;c} H_{ij;bd}
+                    Y = torch.einsum("mjc,mijbd->micbd", z, Hoff)
+                    feats[f"{ell}:FF"] = torch.einsum("mia,micbd->macbd", z, Y) / (n * (n - 1))
         if ("dntk" in groups or "ddntk" in groups) and n >= 2:
             sub = list(range(min(n, neurons)))
             m = len(sub)
             zs_sub = z[:, sub, :]  # (M, m, N)
             off = 1 - torch.eye(m, dtype=z.dtype, device=z.device)
-            if "dntk" in groups:
+            if "P" in fields or "Q" in fields:
                 dH = dntk(params, x, network, ell, sub)  # (M, i0, i1, i2, d0, d1, d2)
                 # P: i0 = j, i1 = i2 = k != j, times z_{j}
                 dH_jkk = torch.diagonal(dH, dim1=2, dim2=3)  # (M, i0, d0, d1, d2, k)
@@ -163,10 +168,17 @@ def _features(
             if "ddntk" in groups:
                 dI, dII = ddntk(params, x, network, ell, sub)
                 norm = m * (m - 1)
-                feats[f"{ell}:RR"] = torch.einsum("mjjkkabcd,jk->mabcd", dI, off) / norm
-                feats[f"{ell}:SS"] = torch.einsum("mjjkkabcd,jk->mabcd", dII, off) / norm
-                feats[f"{ell}:TT"] = torch.einsum("mjkjkabcd,jk->mabcd", dII, off) / norm
-                feats[f"{ell}:UU"] = torch.einsum("mjkkjabcd,jk->mabcd", dII, off) / norm
+                patterns = {
+                    "R": (dI, "mjjkkabcd"),
+                    "S": (dII, "mjjkkabcd"),
+                    "T": (dII, "mjkjkabcd"),
+                    "U": (dII, "mjkkjabcd"),
+                }
+                for name, (t, spec) in patterns.items():
+                    if name in fields:
+                        feats[f"{ell}:{name * 2}"] = (
+                            torch.einsum(f"{spec},jk->mabcd", t, off) / norm
+                        )
     return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in feats.items()}
 
 
@@ -221,19 +233,46 @@ def accumulate(
     interrupted = False
     with Progress(len(todo), "measuring", enabled=progress) as bar:
         try:
-            for b in todo:
-                params = ensemble.params(b)
-                m = ensemble.block_len(b)
-                block_feats: list[dict[str, np.ndarray]] = []
-                for start in range(0, m, chunk):
-                    sub = {k: v[start : start + chunk] for k, v in params.items()}
-                    block_feats.append(_features(sub, x, network, groups, neurons, ntk_method))
-                merged = {k: np.concatenate([f[k] for f in block_feats]) for k in block_feats[0]}
-                acc.add(b, merged)
-                bar.update()
+            # several small blocks are computed together (the unit of seeding stays the block)
+            for group in _batches(todo, [ensemble.block_len(b) for b in todo], chunk):
+                params = [ensemble.params(b) for b in group]
+                cat = {k: torch.cat([p[k] for p in params]) for k in params[0]}
+                m = cat[next(iter(cat))].shape[0]
+                parts = [
+                    _features(
+                        {k: v[s : s + chunk] for k, v in cat.items()},
+                        x,
+                        network,
+                        set(fields),
+                        neurons,
+                        ntk_method,
+                    )
+                    for s in range(0, m, chunk)
+                ]
+                feats = {k: np.concatenate([f[k] for f in parts]) for k in parts[0]}
+                start = 0
+                for b in group:
+                    stop = start + ensemble.block_len(b)
+                    acc.add(b, {k: v[start:stop] for k, v in feats.items()})
+                    start = stop
+                    bar.update()
         except KeyboardInterrupt:
             interrupted = True
     return acc, interrupted
+
+
+def _batches(blocks: Sequence[int], lengths: Sequence[int], chunk: int) -> list[list[int]]:
+    """Consecutive runs of blocks whose networks fit in one compute chunk."""
+    out: list[list[int]] = []
+    size = 0
+    for b, m in zip(blocks, lengths, strict=True):
+        if out and size + m <= chunk:
+            out[-1].append(b)
+            size += m
+        else:
+            out.append([b])
+            size = m
+    return out
 
 
 def estimate_fields(
