@@ -240,7 +240,7 @@ def test_jackknife_bias_correction_of_squared_mean():
     np.testing.assert_allclose(est.bias_corrected, expected, rtol=1e-12)
 
 
-def _zscore_summary(zscores: np.ndarray, n_blocks: int) -> None:
+def _assert_honest_zscores(zscores: np.ndarray, n_blocks: int) -> None:
     """Assert z-scores look like Student t with n_blocks - 1 dof.
 
     Tolerances are 4 standard errors: of the mean, std(z) / sqrt(R); of the sample std,
@@ -266,7 +266,7 @@ def test_jackknife_ratio_errors_are_honest():
         for b in range(n_blocks):
             acc.add(b, {"x": x[b], "y": x[b] ** 2})
         zscores[r] = acc.estimate(_ratio).zscore(truth)
-    _zscore_summary(zscores, n_blocks)
+    _assert_honest_zscores(zscores, n_blocks)
 
 
 def test_covariance_errors_are_honest_with_unequal_blocks():
@@ -283,7 +283,7 @@ def test_covariance_errors_are_honest_with_unequal_blocks():
             x, y = z[edges[b] : edges[b + 1]].T
             acc.add(b, {"x": x, "y": y, "xy": x * y})
         zscores[r] = covariance_estimate(acc, "x", "y", "xy").zscore(cov[0, 1])
-    _zscore_summary(zscores, len(sizes))
+    _assert_honest_zscores(zscores, len(sizes))
 
 
 def test_estimate_dict_output_and_names_subset():
