@@ -18,6 +18,7 @@ from pdlt.empirical import estimators as est
 from pdlt.empirical.ensemble import Ensemble, block_seed, forward
 from pdlt.empirical.observables import ddntk, dntk, learning_rates, ntk
 from pdlt.gaussian import moments
+from pdlt.theory.deep_linear import exact_statistics
 
 RNG = np.random.default_rng(12345)
 
@@ -139,26 +140,9 @@ def test_sampled_parameters_have_the_stated_variances():
 
 
 def linear_exact(gram, C_b, C_W, widths, lam_b, lam_W):
-    """Exact finite-width G, V (spec/01 §6.6b) and NTK mean (linear sigma) for all layers."""
-    L = len(widths) - 1
-    G = C_b + C_W * gram
-    A = np.multiply.outer(G, G)
-    Theta = lam_b + lam_W * gram
-    Gs, Vs, Ts = [G], [np.zeros_like(A)], [Theta]
-    for ell in range(1, L):
-        n = widths[ell]
-        A = (
-            C_b**2
-            + C_b * C_W * (G[:, :, None, None] + G[None, None])
-            + C_W**2 * (A + (A.transpose(0, 2, 1, 3) + A.transpose(0, 3, 2, 1)) / n)
-        )
-        # E[H'] = lb + lW G + C_W H exactly for linear sigma (W independent of H-hat)
-        Theta = lam_b + lam_W * G + C_W * Theta
-        G = C_b + C_W * G
-        Gs.append(G)
-        Vs.append(widths[ell] * (A - np.multiply.outer(G, G)))
-        Ts.append(Theta)
-    return np.array(Gs), np.array(Vs), np.array(Ts)
+    """Exact finite-width G, V and NTK mean of deep linear networks (spec/01 §6.6b)."""
+    ex = exact_statistics(gram, widths, C_b, C_W, lam_b, lam_W)
+    return ex["K"], ex["V"], ex["Theta"]
 
 
 @pytest.mark.parametrize("width", [6, 16])

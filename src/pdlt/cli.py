@@ -287,6 +287,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     net, inputs, measured = _measure_from_args(args)
     theory_fields = [f for f in measured.fields if f in available_fields()]
+    if "K" in theory_fields and net.finite_width:
+        theory_fields.append("G1")  # compare the measured metric with K + G1/n (4.104)
     try:
         theory = flow(net, measured.inputs, fields=theory_fields)
         result = compare(theory, measured, k=args.k, truncation=args.truncation)

@@ -10,12 +10,15 @@ where
 * ``k`` (default 4) is the number of standard errors allowed for statistics;
 * ``allowance = c * (l / n_{l-1}) * scale`` is the truncation allowance of a leading-order
   theory: its neglected corrections are O(l/n) relative (O(1/n) with an O(l) coefficient;
-  spec/02 §12.2, spec/05 §14).  ``scale`` is the largest |theory| entry of that field at that
+  spec/02 §12.2, spec/05 §14).  When the theory carries the NLO metric ``G1``, the measured
+  mean metric is compared with ``K + G1/n_{l-1}`` and the allowance is ``c (l/n)^2 scale``.
+  ``scale`` is the largest |theory| entry of that field at that
   layer, so small off-diagonal components get the absolute allowance of the big ones
   (spec/02 §7.5).  It is zero where the leading-order theory is exact: ``l <= 2`` for every
   field (spec/02 §3, spec/05 §2, spec/06 §3.2; ``K`` and ``V`` and the NTK statistics at layers
   1 and 2 hold at any width).  ``c`` defaults to 3.
-* ``floor = 1e-10 * scale`` absorbs floating-point rounding in deterministic quantities.
+* ``floor = 1e-10`` times the field's largest entry over all layers absorbs floating-point
+  rounding in deterministic quantities.
 """
 
 from __future__ import annotations
@@ -199,17 +202,25 @@ def compare(
         if name not in measured:
             raise ValueError(f"field {name!r} was not measured")
         t_all, m_all, s_all = theory[name], measured[name], measured.stderr(name)
+        # with the NLO metric the theory's mean metric is K + G1/n_{l-1} (4.104): the
+        # neglected terms are then O(1/n^2)
+        nlo = name == "K" and "G1" in theory
+        if nlo:
+            inv = np.array([0.0 if n is None else 1.0 / n for n in widths[:-1]])
+            t_all = t_all + theory["G1"] * inv[:, None, None]
         if t_all.shape != m_all.shape:
             raise ValueError(f"{name!r}: theory shape {t_all.shape} != measured {m_all.shape}")
+        field_scale = max(float(np.max(np.abs(t_all))), float(np.max(np.abs(m_all))))
         for ell in range(1, measured.network.depth + 1):
             t, m, s = t_all[ell - 1], m_all[ell - 1], s_all[ell - 1]
             scale = float(np.max(np.abs(t))) if t.size else 0.0
             n_prev = widths[ell - 1]
-            if ell <= _EXACT_UP_TO_LAYER or n_prev is None:
+            tuned = bool(np.any(measured.network.C_b1) or np.any(measured.network.C_W1))
+            if (ell <= _EXACT_UP_TO_LAYER and not tuned) or n_prev is None:
                 allowance = 0.0
             else:
-                allowance = truncation * ell / float(n_prev) * scale
-            floor = 1e-10 * max(scale, float(np.max(np.abs(m))) if m.size else 0.0)
+                allowance = truncation * (ell / float(n_prev)) ** (2 if nlo else 1) * scale
+            floor = 1e-10 * field_scale
             diff = m - t
             # differences at the rounding floor are not significant
             err = np.sqrt(s**2 + floor**2)

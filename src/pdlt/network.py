@@ -42,6 +42,16 @@ def _per_layer(value: Any, depth: int, name: str, *, positive: bool = False) -> 
     return arr
 
 
+def _signed_per_layer(value: Any, depth: int, name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full(depth, float(arr))
+    if arr.shape != (depth,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be a finite number or {depth} numbers (one per layer)")
+    arr.setflags(write=False)
+    return arr
+
+
 def _width(value: Any, name: str, *, allow_none: bool) -> int | None:
     if value is None or (isinstance(value, float) and math.isinf(value)):
         if allow_none:
@@ -83,6 +93,10 @@ class Network:
     weight_dist : {"gaussian", "uniform"}
         Distribution of the weights in ensembles (uniform with the same variance is the
         book's footnote 9 variant).
+    C_b1, C_W1 : float or sequence of L floats
+        1/n tuning of the hyperparameters (5.138)-(5.139): the networks use
+        ``C_b^(l) = C_b + C_b1/n_{l-1}`` and ``C_W^(l) = C_W + C_W1/n_{l-1}``; the theory keeps
+        ``C_b, C_W`` at leading order and ``C_b1, C_W1`` in the NLO metric (5.140).  Default 0.
 
     Examples
     --------
@@ -104,6 +118,8 @@ class Network:
         lambda_b: float | Sequence[float] = 1.0,
         lambda_W: float | Sequence[float] = 1.0,
         weight_dist: str = "gaussian",
+        C_b1: float | Sequence[float] = 0.0,
+        C_W1: float | Sequence[float] = 0.0,
     ) -> None:
         self._activation = _as_activation(activation)
         if widths is not None:
@@ -147,6 +163,8 @@ class Network:
         self._C_W = _per_layer(C_W, L, "C_W", positive=True)
         self._lambda_b = _per_layer(lambda_b, L, "lambda_b")
         self._lambda_W = _per_layer(lambda_W, L, "lambda_W")
+        self._C_b1 = _signed_per_layer(C_b1, L, "C_b1")
+        self._C_W1 = _signed_per_layer(C_W1, L, "C_W1")
 
     # ---- read-only properties ------------------------------------------------------------
 
@@ -196,6 +214,28 @@ class Network:
         return self._C_W
 
     @property
+    def C_b1(self) -> np.ndarray:
+        """1/n coefficients of the bias variances, shape (L,) (5.138)."""
+        return self._C_b1
+
+    @property
+    def C_W1(self) -> np.ndarray:
+        """1/n coefficients of the weight variances, shape (L,) (5.139)."""
+        return self._C_W1
+
+    def variances(self, layer: int) -> tuple[float, float]:
+        """``(C_b^(l), C_W^(l))`` as the networks use them, 1/n tuning included."""
+        n_prev = self._widths[layer - 1]
+        if (self._C_b1[layer - 1] or self._C_W1[layer - 1]) and n_prev is None:
+            raise ValueError("1/n-tuned hyperparameters need a finite width n_{l-1}")
+        inv = 0.0 if n_prev is None else 1.0 / n_prev
+        cb = float(self._C_b[layer - 1] + self._C_b1[layer - 1] * inv)
+        cw = float(self._C_W[layer - 1] + self._C_W1[layer - 1] * inv)
+        if cb < 0 or cw <= 0:
+            raise ValueError(f"layer {layer}: the tuned variances ({cb:g}, {cw:g}) are invalid")
+        return cb, cw
+
+    @property
     def lambda_b(self) -> np.ndarray:
         """Bias learning rates ``lambda_b^(l)``, shape (L,)."""
         return self._lambda_b
@@ -243,6 +283,8 @@ class Network:
             "lambda_b": self._lambda_b,
             "lambda_W": self._lambda_W,
             "weight_dist": self._weight_dist,
+            "C_b1": self._C_b1,
+            "C_W1": self._C_W1,
         }
         if any(k in changes for k in ("depth", "width", "n_in", "n_out")):
             n0, *hidden, nL = self._widths
@@ -252,7 +294,7 @@ class Network:
             n_out = changes.pop("n_out", nL)
             args.pop("widths")
             if depth != self.depth:
-                for key in ("C_b", "C_W", "lambda_b", "lambda_W"):
+                for key in ("C_b", "C_W", "lambda_b", "lambda_W", "C_b1", "C_W1"):
                     vals = args[key]
                     if np.all(vals == vals[0]):
                         args[key] = float(vals[0])
@@ -276,6 +318,8 @@ class Network:
             "lambda_b": self._lambda_b.tolist(),
             "lambda_W": self._lambda_W.tolist(),
             "weight_dist": self._weight_dist,
+            "C_b1": self._C_b1.tolist(),
+            "C_W1": self._C_W1.tolist(),
         }
 
     def __repr__(self) -> str:
@@ -285,6 +329,9 @@ class Network:
             return "[" + ", ".join(f"{v:.4g}" for v in a) + "]"
 
         extra = "" if self._weight_dist == "gaussian" else ", weight_dist='uniform'"
+        for name, arr in (("C_b1", self._C_b1), ("C_W1", self._C_W1)):
+            if np.any(arr != 0):
+                extra += f", {name}={fmt(arr)}"
         return (
             f"Network({self._activation.name!r}, widths={self._widths}, C_b={fmt(self._C_b)}, "
             f"C_W={fmt(self._C_W)}, lambda_b={fmt(self._lambda_b)}, "

@@ -128,7 +128,8 @@ class Ensemble:
         f64 = torch.float64
         for ell in range(1, net.depth + 1):
             fan_in, fan_out = widths[ell - 1], widths[ell]
-            std_w = math.sqrt(net.C_W[ell - 1] / fan_in)
+            C_b, C_W = net.variances(ell)
+            std_w = math.sqrt(C_W / fan_in)
             if net.weight_dist == "gaussian":
                 W = torch.randn(m, fan_out, fan_in, generator=gen, device=dev, dtype=f64) * std_w
             else:
@@ -136,7 +137,7 @@ class Ensemble:
                 W = (2.0 * u - 1.0) * (math.sqrt(3.0) * std_w)
             b = torch.randn(m, fan_out, generator=gen, device=dev, dtype=f64)
             params[f"W{ell}"] = W.to(dt)
-            params[f"b{ell}"] = (b * math.sqrt(net.C_b[ell - 1])).to(dt)
+            params[f"b{ell}"] = (b * math.sqrt(C_b)).to(dt)
         return params
 
     def blocks(self) -> Iterator[tuple[int, Params]]:

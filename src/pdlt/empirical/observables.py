@@ -79,12 +79,13 @@ def stochastic_metric(
     sigma = network.activation.torch_fn
     out = []
     n0 = x.shape[1]
-    G1 = network.C_b[0] + network.C_W[0] * (x @ x.T) / n0
-    out.append(G1.expand(M, -1, -1))
+    C_b, C_W = network.variances(1)
+    out.append((C_b + C_W * (x @ x.T) / n0).expand(M, -1, -1))
     for ell in range(2, network.depth + 1):
         s = sigma(zs[ell - 2])
         n_prev = s.shape[-1]
-        out.append(network.C_b[ell - 1] + network.C_W[ell - 1] * (s @ s.transpose(-1, -2)) / n_prev)
+        C_b, C_W = network.variances(ell)
+        out.append(C_b + C_W * (s @ s.transpose(-1, -2)) / n_prev)
     return out
 
 

@@ -16,9 +16,10 @@ import numpy as np
 from ..gaussian import DEFAULT_RULE
 from ..network import Inputs, Network, as_inputs
 from ..results import Flow
+from .four_point import nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
 
-__all__ = ["flow", "available_fields"]
+__all__ = ["flow", "available_fields", "TruncationWarning"]
 
 
 @dataclass
@@ -70,6 +71,49 @@ def _gamma(ctx: _Context) -> dict[str, np.ndarray]:
     return {"K_gamma": gamma_components(K)}
 
 
+def _ratios(ctx: _Context) -> list[float]:
+    """``n_l/n_{l-1}`` for the step l -> l+1 (index l - 1); 1 at infinite width."""
+    w = list(ctx.network.widths)
+    w[0] = ctx.inputs.n_in
+    return [
+        1.0 if (w[ell] is None or w[ell - 1] is None) else w[ell] / w[ell - 1]
+        for ell in range(1, len(w) - 1)
+    ]
+
+
+@_register(["V"], deps=["K"])
+def _vertex(ctx: _Context) -> dict[str, np.ndarray]:
+    net, K = ctx.network, ctx.values["K"]
+    N, L = K.shape[1], net.depth
+    V = np.zeros((L, N, N, N, N))
+    ratios = _ratios(ctx)
+    for ell in range(1, L):
+        V[ell] = vertex_step(net.activation, K[ell - 1], V[ell - 1], net.C_W[ell], ratios[ell - 1])
+    return {"V": V}
+
+
+@_register(["G1"], deps=["K", "V"])
+def _nlo_metric(ctx: _Context) -> dict[str, np.ndarray]:
+    net, K, V = ctx.network, ctx.values["K"], ctx.values["V"]
+    L = net.depth
+    G1 = np.zeros_like(K)
+    # layer 1 is Gaussian: its only 1/n_0 shift is the tuning of its own hyperparameters
+    G1[0] = net.C_b1[0] + net.C_W1[0] * ctx.inputs.gram
+    ratios = _ratios(ctx)
+    for ell in range(1, L):
+        G1[ell] = nlo_metric_step(
+            net.activation,
+            K[ell - 1],
+            V[ell - 1],
+            G1[ell - 1],
+            net.C_W[ell],
+            ratios[ell - 1],
+            net.C_b1[ell],
+            net.C_W1[ell],
+        )
+    return {"G1": G1}
+
+
 def flow(
     network: Network,
     inputs: np.ndarray | Inputs | None = None,
@@ -109,11 +153,36 @@ def flow(
             f"unknown field(s) {', '.join(unknown)}; available: {', '.join(available_fields())}"
         )
     ctx = _Context(network, inp, {})
+    if any(f in _FINITE_WIDTH for f in fields):
+        _check_aspect_ratio(network)
     for name in fields:
         _resolve(ctx, name)
     values = {name: ctx.values[name] for name in fields}
     meta = {"quadrature": dict(DEFAULT_RULE), "order": "leading (infinite width)"}
     return Flow(network, inp, values, kind="theory", meta=meta)
+
+
+_FINITE_WIDTH = {"V", "G1"}
+_TRUSTED_ASPECT_RATIO = 0.25
+
+
+class TruncationWarning(UserWarning):
+    """The 1/n expansion is being used where its truncation is not trustworthy."""
+
+
+def _check_aspect_ratio(network: Network) -> None:
+    """Warn (once per network) when r = L/n is too large for a truncated 1/n expansion."""
+    import warnings
+
+    r = network.aspect_ratio
+    if r > _TRUSTED_ASPECT_RATIO:
+        warnings.warn(
+            f"aspect ratio r = L/n = {r:.3g} > {_TRUSTED_ASPECT_RATIO}: the finite-width "
+            "results are a truncated 1/n expansion whose neglected terms grow like r^2 "
+            "(book §3.4, (0.19)); do not trust them quantitatively at this depth and width",
+            TruncationWarning,
+            stacklevel=3,
+        )
 
 
 def _resolve(ctx: _Context, name: str) -> None:
