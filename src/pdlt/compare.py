@@ -120,7 +120,8 @@ class Comparison:
         verdict = "agree" if self.ok else "DISAGREE"
         out.append(
             f"{verdict}: within {self.k:g} standard errors + truncation allowance "
-            f"{self.truncation:g}*(l/n)*|theory| (exact layers l <= {_EXACT_UP_TO_LAYER}); "
+            f"{self.truncation:g}*(l/n)*|theory| ((l/n)^2 for K with G1; exact layers "
+            f"l <= {_EXACT_UP_TO_LAYER}); "
             "theory/measured columns show the largest entry"
         )
         if self.missing_theory:
