@@ -144,3 +144,36 @@ def test_main_job_runs_as_a_console_script():
     )
     assert proc.returncode == 0, proc.stderr
     assert "universality class" in proc.stdout
+
+
+def test_learning_rates_command(capsys):
+    code, out, _ = run(capsys, "learning-rates", "--activation", "relu", "--depth", "4", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["lambda_b"] == [0.25] * 4 and d["lambda_W"] == [0.25] * 4
+    code, _, err = run(capsys, "learning-rates", "--activation", "sigmoid", "--depth", "4")
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_flow_ntk_fields(capsys):
+    code, out, _ = run(
+        capsys,
+        "flow",
+        "--activation",
+        "relu",
+        "--depth",
+        "3",
+        "--width",
+        "64",
+        "--fields",
+        "Theta,B",
+        "--lambda-b",
+        "0.5",
+        "--lambda-W",
+        "2",
+        "--json",
+    )
+    assert code == 0
+    layers = json.loads(out)["layers"]
+    # (9.44): Theta = l (lambda_b + lambda_W X) at criticality with K^(1) = 1 = 2 X
+    assert layers["Theta"] == pytest.approx([1.5, 3.0, 4.5])

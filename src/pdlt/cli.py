@@ -307,7 +307,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_learning_rates(args: argparse.Namespace) -> int:
+    from .theory.learning_rates import equivalence_principle
+
+    try:
+        lr = equivalence_principle(args.activation, args.depth, args.lambda_b, args.lambda_W)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"activation": args.activation, "depth": args.depth, **lr.to_dict()}))
+        return 0
+    print(f"{args.activation}, depth {args.depth}: {lr.rule}")
+    print(f"{'l':>4}  {'lambda_b':>12}  {'lambda_W':>12}")
+    for ell, (b, w) in enumerate(zip(lr.lambda_b, lr.lambda_W, strict=True), start=1):
+        print(f"{ell:>4}  {b:12.6g}  {w:12.6g}")
+    print("weights step by eta * lambda_W / n_{l-1}, biases by eta * lambda_b (8.6)")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "learning-rates": _cmd_learning_rates,
     "criticality": _cmd_criticality,
     "flow": _cmd_flow,
     "measure": _cmd_measure,
@@ -359,6 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fields", default=None, help=f"comma list of fields ({', '.join(available_fields())})"
     )
+
+    p = sub.add_parser(
+        "learning-rates", help="per-layer learning rates of the equivalence principle (9.94)-(9.96)"
+    )
+    p.add_argument("--activation", required=True)
+    p.add_argument("--depth", type=_positive_int, required=True)
+    p.add_argument(
+        "--lambda-b",
+        dest="lambda_b",
+        type=float,
+        default=1.0,
+        help="overall bias learning rate lambda_b~ (default 1)",
+    )
+    p.add_argument(
+        "--lambda-W",
+        dest="lambda_W",
+        type=float,
+        default=1.0,
+        help="overall weight learning rate lambda_W~ (default 1)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("measure", help="ensembles of real networks: fields with standard errors")
     add_network_options(p)

@@ -18,6 +18,7 @@ from ..network import Inputs, Network, as_inputs
 from ..results import Flow
 from .four_point import nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
+from .ntk import ntk_step
 
 __all__ = ["flow", "available_fields", "TruncationWarning"]
 
@@ -114,6 +115,55 @@ def _nlo_metric(ctx: _Context) -> dict[str, np.ndarray]:
     return {"G1": G1}
 
 
+_NTK_DEPS = {"Theta": set(), "B": {"Theta"}, "F": {"Theta"}, "D": {"Theta"}, "A": {"Theta", "D"}}
+
+
+def _ntk(ctx: _Context, wanted: set[str]) -> dict[str, np.ndarray]:
+    net, K = ctx.network, ctx.values["K"]
+    L, N = net.depth, K.shape[1]
+    names = set(wanted)
+    for w in wanted:
+        names |= _NTK_DEPS[w]
+    V = ctx.values.get("V")
+    Theta = np.empty((L, N, N))
+    Theta[0] = net.lambda_b[0] + net.lambda_W[0] * ctx.inputs.gram  # (8.23)
+    stats = {f: np.zeros((L, N, N, N, N)) for f in names - {"Theta"}}
+    ratios = _ratios(ctx)
+    for ell in range(1, L):
+        prev = {f: stats[f][ell - 1] for f in stats}
+        new = ntk_step(
+            net.activation,
+            K[ell - 1],
+            Theta[ell - 1],
+            V[ell - 1] if V is not None else None,
+            prev,
+            net.C_W[ell],
+            net.lambda_b[ell],
+            net.lambda_W[ell],
+            ratios[ell - 1],
+            names,
+        )
+        Theta[ell] = new["Theta"]
+        for f in stats:
+            stats[f][ell] = new[f]
+    return {"Theta": Theta, **stats}
+
+
+@_register(["Theta"], deps=["K"])
+def _theta(ctx: _Context) -> dict[str, np.ndarray]:
+    return _ntk(ctx, {"Theta"})
+
+
+@_register(["B", "F"], deps=["K"])
+def _bf(ctx: _Context) -> dict[str, np.ndarray]:
+    return _ntk(ctx, {"B", "F"})
+
+
+@_register(["A", "D"], deps=["K", "V"])
+def _ad(ctx: _Context) -> dict[str, np.ndarray]:
+    return _ntk(ctx, {"A", "D"})
+
+
 def flow(
     network: Network,
     inputs: np.ndarray | Inputs | None = None,
@@ -162,7 +212,7 @@ def flow(
     return Flow(network, inp, values, kind="theory", meta=meta)
 
 
-_FINITE_WIDTH = {"V", "G1"}
+_FINITE_WIDTH = {"V", "G1", "A", "B", "D", "F"}
 _TRUSTED_ASPECT_RATIO = 0.25
 
 

@@ -35,6 +35,7 @@ from .kernel import helpers, pair_moments
 __all__ = [
     "Jacobian",
     "kernel_jacobian",
+    "half_projector",
     "vertex_source",
     "vertex_step",
     "nlo_metric_step",
@@ -43,30 +44,34 @@ __all__ = [
 ]
 
 
-def four_point_moments(act: Activation, K: np.ndarray) -> np.ndarray:
-    """``<s_a s_b s_c s_d>_K`` for all ``a, b, c, d``: shape (N, N, N, N), fully symmetric.
+def four_point_moments(
+    act: Activation, K: np.ndarray, orders: tuple[int, int, int, int] = (0, 0, 0, 0)
+) -> np.ndarray:
+    """``<s^(o0)_a s^(o1)_b s^(o2)_c s^(o3)_d>_K`` for all ``a, b, c, d``: shape (N, N, N, N).
 
-    Each multiset of samples is integrated once, in as many dimensions as it has distinct
-    samples, batched by pattern.
+    ``orders`` are derivative orders per slot (``(0, 0, 1, 1)`` gives ``<s_a s_b s'_c s'_d>``).
+    Each distinct multiset of (sample, order) factors is integrated once, in as many dimensions
+    as it has distinct samples, batched by pattern.
     """
     N = K.shape[0]
     grid = np.stack(np.meshgrid(*([np.arange(N)] * 4), indexing="ij"), -1).reshape(-1, 4)
-    srt = np.sort(grid, axis=1)
-    keys = ((srt[:, 0] * N + srt[:, 1]) * N + srt[:, 2]) * N + srt[:, 3]
+    codes = grid * 4 + np.asarray(orders)  # (sample, order) -> one integer per factor
+    srt = np.sort(codes, axis=1)
+    base = 4 * N
+    keys = ((srt[:, 0] * base + srt[:, 1]) * base + srt[:, 2]) * base + srt[:, 3]
     uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    tuples = srt[first]
+    factors_all = srt[first]
     values = np.empty(len(uniq))
-    # group by the multiplicity pattern of the sorted tuple, e.g. (2, 1, 1)
-    patterns: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(tuples):
-        _, counts = np.unique(t, return_counts=True)
-        patterns.setdefault(tuple(int(c) for c in counts), []).append(i)
-    for pattern, rows in patterns.items():
+    groups: dict[tuple, list[int]] = {}
+    for i, f in enumerate(factors_all):
+        samples = np.unique(f // 4)
+        local = tuple((int(np.searchsorted(samples, c // 4)), int(c % 4)) for c in f)
+        groups.setdefault((len(samples), local), []).append(i)
+    for (_, local), rows in groups.items():
         rows_a = np.array(rows)
-        samples = np.array([np.unique(tuples[r]) for r in rows_a])  # (b, d)
+        samples = np.array([np.unique(factors_all[r] // 4) for r in rows_a])  # (b, d)
         sub = K[samples[:, :, None], samples[:, None, :]]
-        factors = [(pos, 0) for pos, c in enumerate(pattern) for _ in range(c)]
-        values[rows_a] = moments(act, sub, [factors])[:, 0]
+        values[rows_a] = moments(act, sub, [list(local)])[:, 0]
     return values[inverse].reshape(N, N, N, N)
 
 
@@ -103,27 +108,46 @@ class Jacobian:
 
 
 def kernel_jacobian(act: Activation, K: np.ndarray, C_W: float) -> Jacobian:
-    """The kernel Jacobian ``J_{ab;gh} = C_W d<s_a s_b>_K/dK_{gh}`` (spec/02 §5.2).
+    """The kernel Jacobian ``J_{ab;gh} = C_W d<s_a s_b>_K/dK_{gh}`` (spec/02 §5.2):
+    ``C_W`` times :func:`half_projector` of ``s_a s_b``."""
+    P = half_projector(act, K, 0)
+    return Jacobian(C_W * P.aa, C_W * P.ab, C_W * P.bb)
 
-    Smooth activations use the Stein forms ``J_{ab;aa} = (C_W/2) <s''_a s_b>``,
-    ``J_{ab;ab} = (C_W/2) <s'_a s'_b>``; kinked ones the moment form
-    ``(C_W/2) K_S^{-1} <(z z^T - K_S) s_a s_b> K_S^{-1}`` on the 2x2 block ``S = {a, b}``
-    (spec/05 §4), which needs no second derivative of sigma.
+
+def half_projector(act: Activation, K: np.ndarray, order: int) -> Jacobian:
+    """``(1/2) P2_{gh}[X_ab]`` for ``X_ab = s^(o)(z_a) s^(o)(z_b)``, ``o = order`` (spec/05 §4).
+
+    ``P2_{gh}[X] = sum K^{g b1} K^{h b2} <(z_b1 z_b2 - K_b1b2) X>`` equals ``<d_g d_h X>``
+    (Stein), so ``(1/2) P2[X] = d<X>_K/dK_{gh}`` in the symmetric-gradient convention.  Smooth
+    activations use the derivative forms (``<s^(o+2)_a s^(o)_b>/2``, ``<s^(o+1)_a s^(o+1)_b>/2``;
+    ``<(X)''>/2`` on the diagonal); kinked ones the moment form on the 2x2 block, which needs no
+    derivative beyond ``o``.  ``order = 0`` gives ``J/C_W``; ``order = 1`` on the diagonal gives
+    ``2h/C_W`` (5.52).
     """
     N = K.shape[0]
     aa, ab, bb = np.zeros((N, N)), np.zeros((N, N)), np.zeros((N, N))
     diag = np.diag(K)
-    aa[np.arange(N), np.arange(N)] = helpers(act, diag, C_W).chi_par
+    hp = helpers(act, diag, 1.0)
+    idx = np.arange(N)
+    if order == 0:
+        aa[idx, idx] = hp.chi_par
+    elif order == 1:
+        aa[idx, idx] = 2.0 * hp.h
+    else:
+        raise ValueError("half_projector supports orders 0 and 1")
     if N == 1:
         return Jacobian(aa, ab, bb)
     a, b = np.triu_indices(N, 1)
     blocks = _blocks(K, a, b)
+    o = order
     if act.smooth or act.polynomial_degree is not None:
-        m = moments(act, blocks, [[(0, 2), (1, 0)], [(0, 1), (1, 1)], [(0, 0), (1, 2)]])
-        p_aa, p_ab, p_bb = 0.5 * C_W * m.T
+        m = moments(
+            act, blocks, [[(0, o + 2), (1, o)], [(0, o + 1), (1, o + 1)], [(0, o), (1, o + 2)]]
+        )
+        p_aa, p_ab, p_bb = 0.5 * m.T
     else:
-        P2 = _projector2(act, blocks)  # (b, 2, 2)
-        p_aa, p_ab, p_bb = 0.5 * C_W * P2[:, 0, 0], 0.5 * C_W * P2[:, 0, 1], 0.5 * C_W * P2[:, 1, 1]
+        P2 = _projector2(act, blocks, o)  # (b, 2, 2)
+        p_aa, p_ab, p_bb = 0.5 * P2[:, 0, 0], 0.5 * P2[:, 0, 1], 0.5 * P2[:, 1, 1]
     aa[a, b], ab[a, b], bb[a, b] = p_aa, p_ab, p_bb
     aa[b, a], ab[b, a], bb[b, a] = p_bb, p_ab, p_aa
     return Jacobian(aa, ab, bb)
@@ -138,8 +162,8 @@ def _inverse2(blocks: np.ndarray) -> np.ndarray:
     scale = blocks[:, 0, 0] * blocks[:, 1, 1]
     if np.any(det <= 1e-12 * scale):
         raise ValueError(
-            "two inputs have (nearly) parallel preactivations: the kinked activation's vertex "
-            "recursion needs the inverse of their 2x2 kernel block; remove duplicate inputs"
+            "two inputs have (nearly) parallel preactivations: the kinked activation's "
+            "recursions need the inverse of their 2x2 kernel block; remove duplicate inputs"
         )
     inv = np.empty_like(blocks)
     inv[:, 0, 0], inv[:, 1, 1] = blocks[:, 1, 1] / det, blocks[:, 0, 0] / det
@@ -147,9 +171,9 @@ def _inverse2(blocks: np.ndarray) -> np.ndarray:
     return inv
 
 
-def _projector2(act: Activation, blocks: np.ndarray) -> np.ndarray:
-    """``K_S^{-1} <(z z^T - K_S) s_a s_b> K_S^{-1}`` for 2x2 blocks (spec/05 §4)."""
-    s = [(0, 0), (1, 0)]
+def _projector2(act: Activation, blocks: np.ndarray, order: int = 0) -> np.ndarray:
+    """``K_S^{-1} <(z z^T - K_S) X> K_S^{-1}`` for ``X = s^(o)_a s^(o)_b`` on 2x2 blocks."""
+    s = [(0, order), (1, order)]
     m = moments(
         act, blocks, [s + [(0, -1), (0, -1)], s + [(0, -1), (1, -1)], s + [(1, -1), (1, -1)], s]
     )
