@@ -33,7 +33,7 @@ from torch.func import jacrev, jvp, vmap
 from ..network import Network
 from .ensemble import Params
 
-__all__ = ["stochastic_metric", "ntk", "dntk", "ddntk", "learning_rates"]
+__all__ = ["stochastic_metric", "ntk", "ntk_layer_contributions", "dntk", "ddntk", "learning_rates"]
 
 
 def _layer_params(params: Params, upto: int) -> Params:
@@ -142,6 +142,37 @@ def ntk(
         return H
 
     return vmap(one_structured)(biases, weights)
+
+
+def ntk_layer_contributions(
+    params: Params, x: torch.Tensor, network: Network, layer: int
+) -> torch.Tensor:
+    """Per-layer bias and weight parts of ``H-hat^(layer)`` (8.7), neuron-averaged diagonal.
+
+    Returns
+    -------
+    Tensor, shape (M, layer, 2, N, N)
+        ``[m, l' - 1, 0]``: biases of layer ``l'``; ``[m, l' - 1, 1]``: weights; each is
+        ``(1/n) sum_i`` of that part of ``H-hat_{ii;ab}``.  Summed over ``l'`` and the two
+        groups it is the neuron-averaged NTK diagonal.
+    """
+    sigma = network.activation.torch_fn
+    f = _single_forward(sigma, layer)
+    p = _layer_params(params, layer)
+    lam = learning_rates(network, layer)
+
+    def one(q: Params) -> torch.Tensor:
+        J = jacrev(f)(q, x)  # name -> (N, n, *shape)
+        parts = []
+        for k in range(1, layer + 1):
+            pair = []
+            for name in (f"b{k}", f"W{k}"):
+                Jk = J[name].reshape(J[name].shape[0], J[name].shape[1], -1)
+                pair.append(lam[name] * torch.einsum("aip,bip->ab", Jk, Jk) / Jk.shape[1])
+            parts.append(torch.stack(pair))
+        return torch.stack(parts)
+
+    return vmap(one)(p)
 
 
 def _directions(

@@ -32,7 +32,7 @@ from ..gaussian import moments
 from .four_point import Jacobian, _blocks, _inverse2, four_point_moments, half_projector
 from .kernel import helpers, pair_moments
 
-__all__ = ["ntk_step", "first_projector"]
+__all__ = ["ntk_step", "first_projector", "layer_contributions"]
 
 
 def first_projector(act: Activation, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,4 +153,47 @@ def ntk_step(
                 * (JD * dd[None, None] + np.einsum("cdab->abcd", JD) * dd[:, :, None, None])
             )
             out["A"] = A
+    return out
+
+
+def layer_contributions(
+    act: Activation,
+    gram: np.ndarray,
+    K: np.ndarray,
+    C_W: np.ndarray,
+    lambda_b: np.ndarray,
+    lambda_W: np.ndarray,
+) -> np.ndarray:
+    """Contributions of each layer's biases and weights to the output frozen NTK (9.28).
+
+    ``c_b(l' -> L) = lambda_b^(l') prod_{l''=l'}^{L-1} C_W^(l''+1) <s' s'>_{K^(l'')}`` and
+    ``c_W(l' -> L) = lambda_W^(l') <s s>_{K^(l'-1)} prod ...`` with ``<s s>_{K^(0)} = X``
+    (spec/05 §8); their sum over ``l'`` is ``Theta^(L)``.
+
+    Parameters
+    ----------
+    gram : ndarray (N, N)
+        ``X``.
+    K : ndarray (L, N, N)
+        The kernel at every layer.
+
+    Returns
+    -------
+    ndarray, shape (L, 2, N, N)
+        ``[l' - 1, 0]`` biases and ``[l' - 1, 1]`` weights of layer ``l'``.
+    """
+    L = K.shape[0]
+    ss = [np.asarray(gram, dtype=np.float64)]
+    chi = []
+    for ell in range(L - 1):
+        s, d = pair_moments(act, K[ell], (0, 1))
+        ss.append(s)
+        chi.append(C_W[ell + 1] * d)
+    out = np.empty((L,) + (2,) + K.shape[1:])
+    prod = np.ones(K.shape[1:])
+    for lp in range(L, 0, -1):  # l' = L .. 1; prod = prod_{l''=l'}^{L-1} chi^(l'')
+        out[lp - 1, 0] = lambda_b[lp - 1] * prod
+        out[lp - 1, 1] = lambda_W[lp - 1] * ss[lp - 1] * prod
+        if lp > 1:
+            prod = prod * chi[lp - 2]
     return out
