@@ -218,3 +218,29 @@ def test_per_layer_contributions_theory_and_networks():
     mean, se = m.mean(0), m.std(0, ddof=1) / np.sqrt(len(m))
     # leading order: O(l/n) corrections allowed, 3 (4/64) relative, plus 4.5 standard errors
     assert np.all(np.abs(mean - c[..., 0, 0]) <= 4.5 * se + 3 * 4 / 64 * np.abs(c[..., 0, 0]))
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+def test_scaling_laws_all_ratios_grow_like_depth(name):
+    # (9.26)-(9.27): p_V - 2p_0 = p_A - 2p_Theta = p_B - 2p_Theta = p_D - p_Theta - p_0
+    # = p_F - p_Theta - p_0 = -1: every normalized ratio grows ~ l/n. Exponents of the class
+    # (computed from the activation) against log-log slopes of the iterated recursions.
+    from pdlt import fluctuation_ratios
+
+    L = 400 if name == "tanh" else 60
+    ell = np.arange(1, L + 1)
+    c = criticality(name)
+    lam = {} if name == "relu" else {"lambda_b": 1.0 / ell, "lambda_W": 1.0}  # (9.70)
+    net = Network(name, depth=L, width=10_000, **lam)
+    r = fluctuation_ratios(quiet_flow(net, np.array([[1.0]]), fields=FIELDS + ("chi_perp",)))
+    e = c.exponents
+    assert e["p_V"] - 2 * e["p_0"] == -1 and e["p_A"] - 2 * e["p_Theta"] == -1
+    assert e["p_D"] - e["p_Theta"] - e["p_0"] == -1
+    for key, v in r.items():
+        if key == "grad_factor":
+            continue
+        slope = np.polyfit(np.log(ell[L // 2 :]), np.log(np.abs(v[L // 2 :])), 1)[0]
+        assert slope == pytest.approx(1.0, abs=0.06), (key, slope)
+    # at criticality the chain-rule factor neither explodes nor vanishes exponentially
+    g = r["grad_factor"]
+    assert 1e-3 < g[0] < 1e3

@@ -14,7 +14,7 @@ from .empirical.estimators import measure
 from .network import Inputs, Network
 from .results import Flow
 from .theory.criticality import criticality
-from .theory.flow import available_fields, flow
+from .theory.flow import available_fields, flow, fluctuation_ratios
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "compare",
     "criticality",
     "flow",
+    "fluctuation_ratios",
     "measure",
     "register_activation",
 ]

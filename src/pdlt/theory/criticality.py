@@ -368,6 +368,12 @@ def _scale_invariant(act: Activation) -> Criticality:
             "p_perp": 0.0,
             "p_V": -1.0,
             "V_over_nK2": 3.0 * A4 / A2**2 - 1.0,
+            # NTK with uniform learning rates (9.53)
+            "p_Theta": -1.0,
+            "p_D": -2.0,
+            "p_F": -2.0,
+            "p_A": -3.0,
+            "p_B": -3.0,
         },
         reason="scale-invariant: every K is a fixed point at C_b = 0, C_W = 1/A2 (5.67); "
         "V/(nK^2) = (3 A4/A2^2 - 1) l/n (5.120)",
@@ -388,6 +394,12 @@ def _k_star_zero(act: Activation, td: TaylorData, points: list[CriticalPoint]) -
             "p_perp": td.b1 / td.a1,
             "p_V": 1.0,
             "V_over_nK2": 2.0 / 3.0,
+            # NTK with the equivalence-principle learning rates (9.70), L23983-L23990
+            "p_Theta": td.b1 / td.a1 - 1.0,
+            "p_D": td.b1 / td.a1 - 1.0,
+            "p_F": td.b1 / td.a1 - 1.0,
+            "p_A": 2.0 * td.b1 / td.a1 - 3.0,
+            "p_B": 2.0 * td.b1 / td.a1 - 3.0,
         }
         why = (
             f"K*=0 class: C_b = 0, C_W = 1/sigma_1^2 (5.90); K ~ 1/((-a1) l) with "

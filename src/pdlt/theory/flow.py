@@ -20,7 +20,7 @@ from .four_point import nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
 from .ntk import ntk_step
 
-__all__ = ["flow", "available_fields", "TruncationWarning"]
+__all__ = ["flow", "available_fields", "fluctuation_ratios", "TruncationWarning"]
 
 
 @dataclass
@@ -242,3 +242,39 @@ def _resolve(ctx: _Context, name: str) -> None:
     for dep in deps:
         _resolve(ctx, dep)
     ctx.values.update(producer(ctx))
+
+
+def fluctuation_ratios(result: Flow, a: int = 0) -> dict[str, np.ndarray]:
+    """The book's dimensionless finite-width ratios for input ``a``, per layer (9.23)-(9.25).
+
+    ``V/(n K^2)``, ``A/(n Theta^2)``, ``B/(n Theta^2)``, ``D/(n K Theta)``, ``F/(n K Theta)``
+    with ``n = n_{l-1}``, for the fields ``result`` has; each grows like ``l/n`` at
+    criticality (scaling laws (9.26)-(9.27)).  Also ``grad_factor``: ``prod_{l'=l}^{L-1}
+    chi_perp^(l')``, the mean squared chain-rule factor ``E||dz^(L)/dz^(l)||^2/n_L`` at infinite
+    width (9.93), whose growth or decay is the exploding/vanishing gradient problem.
+    """
+    widths = result.network.widths
+    if any(n is None for n in widths[:-1][1:]):
+        raise ValueError("fluctuation ratios need finite hidden widths")
+    n = np.array([float(result.inputs.n_in)] + [float(w) for w in widths[1:-1]])
+    out: dict[str, np.ndarray] = {}
+
+    def diag(name: str) -> np.ndarray:
+        v = result[name]
+        return v[(slice(None),) + (a,) * (v.ndim - 1)]
+
+    K = diag("K") if "K" in result else None
+    T = diag("Theta") if "Theta" in result else None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if "V" in result and K is not None:
+            out["V/(nK^2)"] = diag("V") / (n * K**2)
+        for name in ("A", "B"):
+            if name in result and T is not None:
+                out[f"{name}/(nTheta^2)"] = diag(name) / (n * T**2)
+        for name in ("D", "F"):
+            if name in result and T is not None and K is not None:
+                out[f"{name}/(nKTheta)"] = diag(name) / (n * K * T)
+    if "chi_perp" in result:
+        chi = result["chi_perp"][:, a]
+        out["grad_factor"] = np.append(np.cumprod(chi[:-1][::-1])[::-1], 1.0)
+    return out
