@@ -244,3 +244,32 @@ def test_scaling_laws_all_ratios_grow_like_depth(name):
     # at criticality the chain-rule factor neither explodes nor vanishes exponentially
     g = r["grad_factor"]
     assert 1e-3 < g[0] < 1e3
+
+
+def test_ntk_parameterization_mapping():
+    # W = sqrt(C_W/n) w, b = sqrt(C_b) beta, unit step on (w, beta): the Gram matrix of
+    # gradients with respect to (w, beta) equals our NTK with lambda_W = C_W, lambda_b = C_b
+    import torch
+
+    from pdlt.empirical.ensemble import Ensemble, forward
+    from pdlt.empirical.observables import ntk
+    from pdlt.theory.learning_rates import ntk_parameterization
+
+    widths, C_b, C_W = [3, 6, 5, 2], [0.2, 0.1, 0.3], [1.5, 1.2, 0.9]
+    lr = ntk_parameterization(C_b, C_W)
+    net = Network(
+        "tanh", widths=widths, C_b=C_b, C_W=C_W, lambda_b=lr.lambda_b, lambda_W=lr.lambda_W
+    )
+    p = Ensemble(net, size=1, seed=4).params(0)
+    scale = {f"W{l}": (C_W[l - 1] / widths[l - 1]) ** 0.5 for l in (1, 2, 3)}
+    scale |= {f"b{l}": C_b[l - 1] ** 0.5 for l in (1, 2, 3)}
+    unit = {k: (v[0] / scale[k]).clone().requires_grad_(True) for k, v in p.items()}
+    x = torch.tensor(X3[:2, :3])
+    z = forward({k: (scale[k] * v)[None] for k, v in unit.items()}, x, net)[-1][0]
+    rows = []
+    for a in range(2):
+        for i in range(2):
+            g = torch.autograd.grad(z[a, i], list(unit.values()), retain_graph=True)
+            rows.append(torch.cat([t.reshape(-1) for t in g]))
+    Jm = torch.stack(rows).reshape(2, 2, -1)
+    assert torch.allclose(ntk(p, x, net, 3)[0], torch.einsum("aip,bjp->ijab", Jm, Jm), atol=1e-12)

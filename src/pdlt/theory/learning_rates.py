@@ -24,7 +24,12 @@ import numpy as np
 from ..activations import Activation
 from .criticality import criticality
 
-__all__ = ["LearningRates", "equivalence_principle", "plain_gradient_descent"]
+__all__ = [
+    "LearningRates",
+    "equivalence_principle",
+    "ntk_parameterization",
+    "plain_gradient_descent",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,20 @@ def plain_gradient_descent(widths: Sequence[int]) -> LearningRates:
     if np.any(~np.isfinite(w)) or np.any(w < 1):
         raise ValueError("plain gradient descent needs every width n_0 .. n_{L-1}")
     return LearningRates(np.ones(len(w)), w, "plain gradient descent (lambda_W = n_{l-1})")
+
+
+def ntk_parameterization(C_b: Sequence[float], C_W: Sequence[float]) -> LearningRates:
+    """The book's variables for plain gradient descent in the NTK parameterization.
+
+    There ``W^(l) = sqrt(C_W^(l)/n_{l-1}) w`` and ``b^(l) = sqrt(C_b^(l)) beta`` with unit
+    Gaussian ``w, beta`` trained by one step size on ``(w, beta)``; the induced steps on
+    ``(W, b)`` are ``C_W/n_{l-1}`` and ``C_b``, i.e. ``lambda_W = C_W``, ``lambda_b = C_b``.
+    """
+    cb = np.asarray(C_b, dtype=np.float64)
+    cw = np.asarray(C_W, dtype=np.float64)
+    return LearningRates(
+        cb.copy(), cw.copy(), "NTK parameterization (lambda_b = C_b, lambda_W = C_W)"
+    )
 
 
 def equivalence_principle(
