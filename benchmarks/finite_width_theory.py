@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS_DIR, machine_info, markdown_table, write_atomic, write_json_atomic
 
 import pdlt
-from _common import RESULTS_DIR, machine_info, markdown_table, write_atomic, write_json_atomic
 
 
 def run(activation: str, N: int, depth: int, width: int, sample: int) -> dict[str, object]:
