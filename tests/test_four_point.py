@@ -171,8 +171,9 @@ def test_vertex_symmetries():
 
 
 def test_aspect_ratio_warning():
-    with pytest.warns(TruncationWarning, match="aspect ratio"):
+    with pytest.warns(TruncationWarning, match="aspect ratio") as record:
         flow(Network("tanh", depth=10, width=16), k1=1.0, fields=("V",))
+    assert len(record) == 1  # once, clearly
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         flow(Network("tanh", depth=10, width=16), k1=1.0, fields=("K",))
