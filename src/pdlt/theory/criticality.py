@@ -261,13 +261,9 @@ def _criticality_cached(act: Activation) -> Criticality:
     if act.scale_invariant is not None and act.polynomial_degree in (None, 1):
         return _scale_invariant(act)
     if not act.has_derivative(1):
-        return Criticality(
-            act.name,
-            "none",
-            None,
-            None,
-            None,
-            reason="sigma' is a delta function (step activation): chi_perp = C_W <sigma'^2> "
+        return _no_criticality(
+            act,
+            "sigma' is a delta function (step activation): chi_perp = C_W <sigma'^2> "
             "is infinite, so no initialization is critical",
         )
     td = taylor_data(act)
@@ -334,16 +330,17 @@ def _criticality_cached(act: Activation) -> Criticality:
     if td is not None and abs(td.sigma[0]) >= _TOL and abs(td.sigma[1]) >= _TOL:
         cb0 = -(td.sigma[0] ** 2) / td.sigma[1] ** 2
         notes.append(f"as K -> 0, C_b -> -sigma_0^2/sigma_1^2 = {cb0:.6g} < 0 (unphysical)")
-    return Criticality(
-        act.name,
-        "none",
-        None,
-        None,
-        None,
-        points,
-        td,
-        reason="; ".join(n for n in notes if n),
-    )
+    return _no_criticality(act, "; ".join(n for n in notes if n), points, td)
+
+
+def _no_criticality(
+    act: Activation,
+    reason: str,
+    points: list[CriticalPoint] | None = None,
+    td: TaylorData | None = None,
+) -> Criticality:
+    """The answer for an activation without a usable critical point (class ``"none"``)."""
+    return Criticality(act.name, "none", None, None, None, points or [], td, reason=reason)
 
 
 def _scale_invariant(act: Activation) -> Criticality:
