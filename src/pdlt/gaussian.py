@@ -509,7 +509,7 @@ def moments(
         value = _polynomial(act, Kb, products)
         err = np.zeros_like(value)
     elif d >= 3 and not error:
-        value = np.stack([_eliminated(act, Kb, prod) for prod in products], axis=-1)
+        value = _eliminated(act, Kb, products)
         err = None
     else:
         fn = _product_fn(act, products)
@@ -525,22 +525,23 @@ _TABLE_NODES = 12
 _MIN_CONDITIONAL_STD = 0.05
 
 
-def _eliminated(act: Activation, K: np.ndarray, prod: Sequence[Factor]) -> np.ndarray:
+def _eliminated(act: Activation, K: np.ndarray, products: Sequence[Sequence[Factor]]) -> np.ndarray:
     r"""``<prod_a f_a(z_a)>`` in ``d >= 3`` dimensions with one dimension done in advance.
 
     The sample ``e`` with the largest conditional standard deviation ``s`` given the others is
     split as ``z_e = mu + s u`` (``mu`` a linear function of the other components); its factor
     is replaced by the Gaussian-smoothed ``g(mu) = <f_e(mu + s u)>_u``, an entire function
     tabulated by piecewise Chebyshev interpolation (panels of width ``s/2``, 12 nodes: error
-    ~1e-11).  What remains is a ``(d - 1)``-dimensional integral over the other samples.
-    Falls back to the full rule when every conditional deviation is tiny (nearly dependent
-    samples).
+    ~1e-11).  What remains is a ``(d - 1)``-dimensional integral over the other samples, on
+    one grid shared by all ``products``.  Falls back to the full rule when every conditional
+    deviation is tiny (nearly dependent samples).
+
+    Returns
+    -------
+    ndarray, shape (B, len(products))
     """
     B, d, _ = K.shape
-    by_sample: dict[int, list[Factor]] = {}
-    for a, k in prod:
-        by_sample.setdefault(a, []).append((a, k))
-    out = np.empty(B)
+    out = np.empty((B, len(products)))
     # conditional variance of each sample given the rest: 1 / (K^{-1})_aa
     with np.errstate(all="ignore"):
         prec = np.diagonal(np.linalg.pinv(K, hermitian=True), axis1=1, axis2=2)
@@ -550,18 +551,18 @@ def _eliminated(act: Activation, K: np.ndarray, prod: Sequence[Factor]) -> np.nd
     lam = np.linalg.eigvalsh(K)
     ok &= lam[:, 0] > 1e-10 * np.maximum(lam[:, -1], 1e-300)  # singular K: the full rule
     if np.any(~ok):
-        fn = _product_fn(act, [prod])
-        out[~ok] = expect(fn, K[~ok], kinks=act.kinks, scale=act.scale)[:, 0]
+        fn = _product_fn(act, products)
+        out[~ok] = expect(fn, K[~ok], kinks=act.kinks, scale=act.scale)
     for e in np.unique(e_all[ok]):
         rows = np.nonzero(ok & (e_all == e))[0]
-        out[rows] = _eliminate_one(act, K[rows], by_sample, int(e), cond[rows, e])
+        out[rows] = _eliminate_one(act, K[rows], products, int(e), cond[rows, e])
     return out
 
 
 def _eliminate_one(
     act: Activation,
     K: np.ndarray,
-    by_sample: dict[int, list[Factor]],
+    products: Sequence[Sequence[Factor]],
     e: int,
     cond_var: np.ndarray,
 ) -> np.ndarray:
@@ -580,24 +581,40 @@ def _eliminate_one(
     h = 2 * R / P  # (B,)
     centers = -R[:, None] + h[:, None] * (np.arange(P) + 0.5)  # (B, P)
     mu = centers[:, :, None] + 0.5 * h[:, None, None] * x  # (B, P, m)
-    local = [(0, k) for _, k in by_sample.get(e, [])]
-    vals = _smoothed(act, local, mu.reshape(B, -1), s).reshape(mu.shape)
     Tm = np.cos(np.outer(np.arange(_TABLE_NODES), np.arccos(x)))  # (k, m)
-    coef = 2.0 / _TABLE_NODES * np.einsum("bpm,km->bpk", vals, Tm)
-    coef[..., 0] *= 0.5
+    # one table per distinct set of factors at e; the other factors per product
     pos = {a: i for i, a in enumerate(o)}
-    others = [(pos[a], k) for a, fs in by_sample.items() if a != e for _, k in fs]
-    out = np.empty(B)
-    for b in range(B):  # one covariance per call: the table belongs to it
+    at_e = [tuple(sorted(k for a, k in prod if a == e)) for prod in products]
+    tables = sorted(set(at_e))
+    which = [tables.index(t) for t in at_e]
+    others = [[(pos[a], k) for a, k in prod if a != e] for prod in products]
+    coefs = []
+    for t in tables:
+        vals = _smoothed(act, [(0, k) for k in t], mu.reshape(B, -1), s).reshape(mu.shape)
+        coef = 2.0 / _TABLE_NODES * np.einsum("bpm,km->bpk", vals, Tm)
+        coef[..., 0] *= 0.5
+        coefs.append(coef)
+    out = np.empty((B, len(products)))
+    for b in range(B):  # one covariance per call: the tables belong to it
 
         def fn(z: np.ndarray, b: int = b) -> np.ndarray:
             t = (z @ w[b] + R[b]) / h[b]
             idx = np.clip(np.floor(t).astype(int), 0, P - 1)
             y = np.clip(2 * (t - idx) - 1, -1.0, 1.0)
-            res = np.polynomial.chebyshev.chebval(y, coef[b][idx].transpose(2, 0, 1), tensor=False)
-            for a, k in others:
-                res = res * (z[..., a] if k == -1 else act.derivative(z[..., a], k))
-            return res
+            g = [
+                np.polynomial.chebyshev.chebval(y, c[b][idx].transpose(2, 0, 1), tensor=False)
+                for c in coefs
+            ]
+            cache: dict[Factor, np.ndarray] = {}
+            res = []
+            for tab, fs in zip(which, others, strict=True):
+                r = g[tab]
+                for a, k in fs:
+                    if (a, k) not in cache:
+                        cache[(a, k)] = z[..., a] if k == -1 else act.derivative(z[..., a], k)
+                    r = r * cache[(a, k)]
+                res.append(r)
+            return np.stack(res, axis=-1)
 
         out[b] = expect(fn, Koo[b], kinks=act.kinks, scale=act.scale)
     return out

@@ -124,7 +124,9 @@ class Criticality:
     exponents : dict
         Critical exponents: ``p_0`` (K or Delta K ~ l^-p_0), ``p_parallel``, ``p_perp``,
         ``p_V`` and the growth of ``V/(n K^2)`` with ``l`` (``V_over_nK2``: coefficient of
-        ``l/n``).
+        ``l/n``); with the equivalence-principle learning rates the NTK's ``p_Theta, p_A, p_B,
+        p_D, p_F``, the dNTK's ``p_P, p_Q`` (11.80), (11.98), (11.101) and the ddNTKs'
+        ``p_R, p_S, p_T, p_U`` ((∞.38), (∞.48); ``None`` where the tensor vanishes).
     reason : str
         Why there is no criticality, or a one-line description of the class.
     """
@@ -371,6 +373,11 @@ def _scale_invariant(act: Activation) -> Criticality:
             "p_F": -2.0,
             "p_A": -3.0,
             "p_B": -3.0,
+            # dNTK (11.74), (11.80): P vanishes identically, Q ~ l^3
+            "p_P": None,
+            "p_Q": -3.0,
+            # ddNTKs: defined only without a kink (linear), (∞.46)-(∞.48)
+            **({"p_R": None, "p_S": -4.0, "p_T": -4.0, "p_U": None} if ap == am else {}),
         },
         reason="scale-invariant: every K is a fixed point at C_b = 0, C_W = 1/A2 (5.67); "
         "V/(nK^2) = (3 A4/A2^2 - 1) l/n (5.120)",
@@ -397,7 +404,12 @@ def _k_star_zero(act: Activation, td: TaylorData, points: list[CriticalPoint]) -
             "p_F": td.b1 / td.a1 - 1.0,
             "p_A": 2.0 * td.b1 / td.a1 - 3.0,
             "p_B": 2.0 * td.b1 / td.a1 - 3.0,
+            # dNTK (11.98), (11.101): p_P = p_Q = 2 p_perp - 3
+            "p_P": 2.0 * td.b1 / td.a1 - 3.0,
+            "p_Q": 2.0 * td.b1 / td.a1 - 3.0,
         }
+        if abs(td.sigma[2]) <= _TOL * abs(s1):  # odd: (∞.30)-(∞.33), (∞.38)
+            exps |= {"p_R": -2.0, "p_S": -2.0, "p_T": -2.0, "p_U": 0.0}
         why = (
             f"K*=0 class: C_b = 0, C_W = 1/sigma_1^2 (5.90); K ~ 1/((-a1) l) with "
             f"a1 = {td.a1:.6g}; V/(nK^2) = (2/3) l/n (5.131)"

@@ -9,13 +9,15 @@ recursions (V, G1, Theta, A, B, D, F, P, Q, R, S, T, U) register theirs the same
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..gaussian import DEFAULT_RULE
 from ..network import Inputs, Network, as_inputs
 from ..results import Flow
+from .ddntk import ddntk_step, require_ddntk
+from .dntk import DntkMoments, dntk_moments, dntk_step
 from .four_point import nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
 from .ntk import ntk_step
@@ -28,6 +30,7 @@ class _Context:
     network: Network
     inputs: Inputs
     values: dict[str, np.ndarray]
+    cache: dict[str, object] = field(default_factory=dict)
 
 
 Producer = Callable[[_Context], dict[str, np.ndarray]]
@@ -164,6 +167,57 @@ def _ad(ctx: _Context) -> dict[str, np.ndarray]:
     return _ntk(ctx, {"A", "D"})
 
 
+def _dntk_moments(ctx: _Context) -> list[DntkMoments]:
+    """Expectations over ``K^(l)``, ``l = 1..L-1``, shared by P, Q and R, S, T, U."""
+    if "dntk_moments" not in ctx.cache:
+        act, K = ctx.network.activation, ctx.values["K"]
+        ctx.cache["dntk_moments"] = [dntk_moments(act, K[ell]) for ell in range(K.shape[0] - 1)]
+    return ctx.cache["dntk_moments"]  # type: ignore[return-value]
+
+
+@_register(["P", "Q"], deps=["K", "Theta", "B", "F"])
+def _dntk(ctx: _Context) -> dict[str, np.ndarray]:
+    net, v = ctx.network, ctx.values
+    P, Q = np.zeros_like(v["B"]), np.zeros_like(v["B"])  # P^(1) = Q^(1) = 0 (11.26)
+    ratios = _ratios(ctx)
+    for ell, mom in enumerate(_dntk_moments(ctx), start=1):
+        P[ell], Q[ell] = dntk_step(
+            mom,
+            v["Theta"][ell - 1],
+            v["B"][ell - 1],
+            v["F"][ell - 1],
+            v["F"][ell],
+            P[ell - 1],
+            Q[ell - 1],
+            net.C_W[ell],
+            net.lambda_W[ell],
+            ratios[ell - 1],
+        )
+    return {"P": P, "Q": Q}
+
+
+@_register(["R", "S", "T", "U"], deps=["K", "Theta", "B", "F", "P", "Q"])
+def _ddntk(ctx: _Context) -> dict[str, np.ndarray]:
+    net, v = ctx.network, ctx.values
+    out = {k: np.zeros_like(v["B"]) for k in "RSTU"}  # zero at l = 1 (spec/07 §3.1)
+    ratios = _ratios(ctx)
+    for ell, mom in enumerate(_dntk_moments(ctx), start=1):
+        prev = {k: v[k][ell - 1] for k in "BFPQ"} | {k: out[k][ell - 1] for k in "RSTU"}
+        new = ddntk_step(
+            net.activation,
+            v["K"][ell - 1],
+            mom,
+            v["Theta"][ell - 1],
+            prev,
+            net.C_W[ell],
+            net.lambda_W[ell],
+            ratios[ell - 1],
+        )
+        for k in "RSTU":
+            out[k][ell] = new[k]
+    return out
+
+
 def flow(
     network: Network,
     inputs: np.ndarray | Inputs | None = None,
@@ -202,6 +256,8 @@ def flow(
         raise ValueError(
             f"unknown field(s) {', '.join(unknown)}; available: {', '.join(available_fields())}"
         )
+    if any(f in "RSTU" for f in fields):
+        require_ddntk(network.activation)
     ctx = _Context(network, inp, {})
     if any(f in _FINITE_WIDTH for f in fields):
         _check_aspect_ratio(network)
@@ -212,7 +268,7 @@ def flow(
     return Flow(network, inp, values, kind="theory", meta=meta)
 
 
-_FINITE_WIDTH = {"V", "G1", "A", "B", "D", "F"}
+_FINITE_WIDTH = {"V", "G1", "A", "B", "D", "F", "P", "Q", "R", "S", "T", "U"}
 _TRUSTED_ASPECT_RATIO = 0.25
 
 
@@ -247,11 +303,13 @@ def _resolve(ctx: _Context, name: str) -> None:
 def fluctuation_ratios(result: Flow, a: int = 0) -> dict[str, np.ndarray]:
     """The book's dimensionless finite-width ratios for input ``a``, per layer (9.23)-(9.25).
 
-    ``V/(n K^2)``, ``A/(n Theta^2)``, ``B/(n Theta^2)``, ``D/(n K Theta)``, ``F/(n K Theta)``
-    with ``n = n_{l-1}``, for the fields ``result`` has; each grows like ``l/n`` at
-    criticality (scaling laws (9.26)-(9.27)).  Also ``grad_factor``: ``prod_{l'=l}^{L-1}
-    chi_perp^(l')``, the mean squared chain-rule factor ``E||dz^(L)/dz^(l)||^2/n_L`` at infinite
-    width (9.93), whose growth or decay is the exploding/vanishing gradient problem.
+    ``V/(n K^2)``, ``A/(n Theta^2)``, ``B/(n Theta^2)``, ``D/(n K Theta)``, ``F/(n K Theta)``,
+    ``P/(n Theta^2)``, ``Q/(n Theta^2)`` (11.62) and ``X K/(n Theta^3)`` for ``X = R, S, T, U``
+    (∞.19)-(∞.22), with ``n = n_{l-1}``, for the fields ``result`` has; at criticality each
+    grows like ``l/n`` (scaling laws (9.26)-(9.27), (11.65), (∞.38)) except ``U``, which decays.
+    Also ``grad_factor``: ``prod_{l'=l}^{L-1} chi_perp^(l')``, the mean squared chain-rule
+    factor ``E||dz^(L)/dz^(l)||^2/n_L`` at infinite width (9.93), whose growth or decay is
+    the exploding/vanishing gradient problem.
     """
     widths = result.network.widths
     if any(n is None for n in widths[:-1][1:]):
@@ -274,6 +332,12 @@ def fluctuation_ratios(result: Flow, a: int = 0) -> dict[str, np.ndarray]:
         for name in ("D", "F"):
             if name in result and T is not None and K is not None:
                 out[f"{name}/(nKTheta)"] = diag(name) / (n * K * T)
+        for name in ("P", "Q"):
+            if name in result and T is not None:
+                out[f"{name}/(nTheta^2)"] = diag(name) / (n * T**2)
+        for name in ("R", "S", "T", "U"):
+            if name in result and T is not None and K is not None:
+                out[f"{name}K/(nTheta^3)"] = diag(name) * K / (n * T**3)
     if "chi_perp" in result:
         chi = result["chi_perp"][:, a]
         out["grad_factor"] = np.append(np.cumprod(chi[:-1][::-1])[::-1], 1.0)

@@ -23,6 +23,8 @@ Index conventions: ``V[a, b, c, d] = V_{(ab)(cd)}``, normalized by ``n_{l-1}`` (
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 
@@ -44,35 +46,82 @@ __all__ = [
 ]
 
 
+_MOMENT_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_MOMENT_CACHE_SIZE = 64
+
+
 def four_point_moments(
-    act: Activation, K: np.ndarray, orders: tuple[int, int, int, int] = (0, 0, 0, 0)
-) -> np.ndarray:
+    act: Activation,
+    K: np.ndarray,
+    orders: tuple[int, int, int, int] | Sequence[tuple[int, int, int, int]] = (0, 0, 0, 0),
+) -> np.ndarray | list[np.ndarray]:
     """``<s^(o0)_a s^(o1)_b s^(o2)_c s^(o3)_d>_K`` for all ``a, b, c, d``: shape (N, N, N, N).
 
-    ``orders`` are derivative orders per slot (``(0, 0, 1, 1)`` gives ``<s_a s_b s'_c s'_d>``).
-    Each distinct multiset of (sample, order) factors is integrated once, in as many dimensions
-    as it has distinct samples, batched by pattern.
+    ``orders`` are derivative orders per slot (``(0, 0, 1, 1)`` gives ``<s_a s_b s'_c s'_d>``),
+    or a list of such tuples (then a list of tensors is returned).  Each distinct multiset of
+    (sample, order) factors is integrated once, in as many dimensions as it has distinct
+    samples; all multisets over the same samples share one quadrature grid, and every order
+    tuple asked for in one call shares the grids.  Results are kept for the last few kernels,
+    so a recursion step that asks again (e.g. the NTK and the ddNTK steps) does not integrate
+    twice.
     """
+    single = isinstance(orders[0], int | np.integer)
+    wanted = [tuple(int(o) for o in orders)] if single else [tuple(map(int, o)) for o in orders]
+    K = np.ascontiguousarray(K, dtype=np.float64)
+    base_key = (id(act), K.shape, K.tobytes())
+    missing = [o for o in dict.fromkeys(wanted) if (base_key, o) not in _MOMENT_CACHE]
+    if missing:
+        for o, value in zip(missing, _integrate_four_point(act, K, missing), strict=True):
+            _MOMENT_CACHE[(base_key, o)] = value
+            _MOMENT_CACHE_REFS[id(act)] = act  # keep id(act) from being reused while cached
+        while len(_MOMENT_CACHE) > _MOMENT_CACHE_SIZE:
+            _MOMENT_CACHE.popitem(last=False)
+    out = []
+    for o in wanted:
+        _MOMENT_CACHE.move_to_end((base_key, o))
+        out.append(_MOMENT_CACHE[(base_key, o)].copy())
+    return out[0] if single else out
+
+
+_MOMENT_CACHE_REFS: dict[int, Activation] = {}
+
+
+def _integrate_four_point(
+    act: Activation, K: np.ndarray, orders: list[tuple[int, ...]]
+) -> list[np.ndarray]:
     N = K.shape[0]
     grid = np.stack(np.meshgrid(*([np.arange(N)] * 4), indexing="ij"), -1).reshape(-1, 4)
-    codes = grid * 4 + np.asarray(orders)  # (sample, order) -> one integer per factor
-    srt = np.sort(codes, axis=1)
     base = 4 * N
-    keys = ((srt[:, 0] * base + srt[:, 1]) * base + srt[:, 2]) * base + srt[:, 3]
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    factors_all = srt[first]
+    keys = []
+    for o in orders:
+        codes = grid * 4 + np.asarray(o)  # (sample, order) -> one integer per factor
+        srt = np.sort(codes, axis=1)
+        keys.append(((srt[:, 0] * base + srt[:, 1]) * base + srt[:, 2]) * base + srt[:, 3])
+    uniq, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    factors = np.stack(
+        [uniq // base**3, uniq // base**2 % base, uniq // base % base, uniq % base], 1
+    )
+    samples = factors // 4
     values = np.empty(len(uniq))
-    groups: dict[tuple, list[int]] = {}
-    for i, f in enumerate(factors_all):
-        samples = np.unique(f // 4)
-        local = tuple((int(np.searchsorted(samples, c // 4)), int(c % 4)) for c in f)
-        groups.setdefault((len(samples), local), []).append(i)
-    for (_, local), rows in groups.items():
-        rows_a = np.array(rows)
-        samples = np.array([np.unique(factors_all[r] // 4) for r in rows_a])  # (b, d)
-        sub = K[samples[:, :, None], samples[:, None, :]]
-        values[rows_a] = moments(act, sub, [list(local)])[:, 0]
-    return values[inverse].reshape(N, N, N, N)
+    # by the number d of distinct samples: subsets (rows of K) and local patterns (products)
+    n_distinct = np.array([len(set(r)) for r in samples])
+    for d in range(1, 5):
+        rows = np.nonzero(n_distinct == d)[0]
+        if rows.size == 0:
+            continue
+        subsets = np.array([sorted(set(samples[r])) for r in rows])  # (R, d)
+        local = [
+            tuple((int(np.searchsorted(sub, c // 4)), int(c % 4)) for c in factors[r])
+            for r, sub in zip(rows, subsets, strict=True)
+        ]
+        sub_u, sub_idx = np.unique(subsets, axis=0, return_inverse=True)
+        pat_u = sorted(set(local))
+        pat_idx = {p: i for i, p in enumerate(pat_u)}
+        blocks = K[sub_u[:, :, None], sub_u[:, None, :]]
+        res = moments(act, blocks, [list(p) for p in pat_u])  # (subsets, patterns)
+        values[rows] = res[sub_idx.reshape(-1), [pat_idx[p] for p in local]]
+    split = np.cumsum([len(k) for k in keys])[:-1]
+    return [values[inv].reshape(N, N, N, N) for inv in np.split(inverse, split)]
 
 
 def vertex_source(act: Activation, K: np.ndarray, C_W: float) -> np.ndarray:

@@ -16,6 +16,7 @@ All Gaussian expectations go through :mod:`pdlt.gaussian`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "DeltaFlow",
     "delta_flow",
     "pair_moments",
+    "mixed_pair_moments",
 ]
 
 
@@ -58,16 +60,41 @@ def pair_moments(act: Activation, K: np.ndarray, orders: tuple[int, ...] = (0,))
         Symmetric in the last two axes.  Diagonal entries are one-dimensional integrals,
         off-diagonal ones two-dimensional over the 2x2 sub-block (4.118).
     """
+    return mixed_pair_moments(act, K, [(k, k) for k in orders])
+
+
+def mixed_pair_moments(
+    act: Activation, K: np.ndarray, orders: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """``<sigma^{(i)}_a sigma^{(j)}_b>_K`` for every ordered pair of inputs and ``(i, j)``.
+
+    Parameters
+    ----------
+    act : Activation
+    K : ndarray, shape (N, N)
+    orders : sequence of (int, int)
+        Derivative orders of the first and the second factor, e.g. ``(2, 0)`` for
+        ``<sigma''_a sigma_b>``.
+
+    Returns
+    -------
+    ndarray, shape (len(orders), N, N)
+        ``[k, a, b]``; the diagonal ``a = b`` is the one-dimensional ``<sigma^{(i)} sigma^{(j)}>``.
+    """
     N = K.shape[0]
     out = np.empty((len(orders), N, N))
-    diag = moments(act, np.diag(K)[:, None, None], [[(0, k), (0, k)] for k in orders])
+    diag = moments(act, np.diag(K)[:, None, None], [[(0, i), (0, j)] for i, j in orders])
     out[:, np.arange(N), np.arange(N)] = diag.T
     if N > 1:
         a, b = np.triu_indices(N, 1)
         blocks = np.stack([np.stack([K[a, a], K[a, b]], -1), np.stack([K[b, a], K[b, b]], -1)], -2)
-        off = moments(act, blocks, [[(0, k), (1, k)] for k in orders])
-        out[:, a, b] = off.T
-        out[:, b, a] = off.T
+        # <s^(i)_a s^(j)_b> is the product ((0, i), (1, j)); (b, a) is ((0, j), (1, i))
+        keys = sorted({(i, j) for i, j in orders} | {(j, i) for i, j in orders})
+        off = moments(act, blocks, [[(0, i), (1, j)] for i, j in keys])
+        col = {key: c for c, key in enumerate(keys)}
+        for k, (i, j) in enumerate(orders):
+            out[k, a, b] = off[:, col[(i, j)]]
+            out[k, b, a] = off[:, col[(j, i)]]
     return out
 
 
