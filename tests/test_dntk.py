@@ -216,3 +216,43 @@ def test_cli_flow_fields(capsys):
     code = main(["flow", "--activation", "relu", "--depth", "3", "--fields", "R"])
     _, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1 and "kink" in err
+
+
+def test_parity_of_the_dntk_under_flipping_one_neuron():
+    # spec/06 §2.4: flipping the sign of row a of (W^(l), b^(l)) sends z_a -> -z_a and
+    # dH_{i0 i1 i2} -> (-1)^(number of a among i0, i1, i2) dH, exactly, network by network;
+    # hence the Kronecker-delta pattern of (11.45) (e.g. E[dH_abb z_b] = 0 exactly)
+    import torch
+
+    from pdlt import Ensemble
+    from pdlt.empirical.ensemble import forward
+    from pdlt.empirical.observables import dntk
+
+    net = Network("gelu", widths=[3, 5, 4, 4, 2], C_b=0.1, C_W=1.6, lambda_b=0.7, lambda_W=1.3)
+    p = Ensemble(net, size=2, seed=8).params(0)
+    x = torch.tensor(X3[:2, :3])
+    ell, a = 3, 1
+    q = {k: v.clone() for k, v in p.items()}
+    q[f"W{ell}"][:, a] *= -1
+    q[f"b{ell}"][:, a] *= -1
+    z, zq = forward(p, x, net)[ell - 1], forward(q, x, net)[ell - 1]
+    assert torch.allclose(zq[..., a], -z[..., a], rtol=0, atol=1e-14)
+    d, dq = dntk(p, x, net, ell, [0, 1, 2, 3]), dntk(q, x, net, ell, [0, 1, 2, 3])
+    idx = torch.arange(4)
+    count = sum((i == a).long() for i in torch.meshgrid(idx, idx, idx, indexing="ij"))
+    sign = (1 - 2 * (count % 2)).double()[None, :, :, :, None, None, None]
+    assert d.abs().max() > 1e-3  # a nonzero dNTK at layer 3
+    assert torch.allclose(dq, sign * d, rtol=1e-12, atol=1e-14)
+
+
+def test_output_rescaling_fixes_the_depth_scaling():
+    # (∞.24)-(∞.25): K^(L) ~ 1/((-a1) L) for tanh at criticality, so z L^{p_0/2} has variance
+    # L K^(L) -> 1/(-a1) = 1/2 (up to O(log L / L)); ReLU (p_0 = 0) needs no rescaling
+    L = 400
+    f = quiet_flow(Network("tanh", depth=L), k1=1.0, fields=("K",))
+    scale = criticality("tanh").output_scale(L)
+    assert scale == pytest.approx(20.0)
+    assert scale**2 * f.single("K")[-1] == pytest.approx(0.5, rel=0.03)
+    assert criticality("relu").output_scale(L) == 1.0
+    with pytest.raises(ValueError, match="positive integer"):
+        criticality("tanh").output_scale(0)

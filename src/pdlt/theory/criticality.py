@@ -212,6 +212,23 @@ class Criticality:
             "(scale-invariant kernels stay at K^(1); 'none' has no critical point)"
         )
 
+    def output_scale(self, depth: int) -> float:
+        """``L^{p_0/2}``: the factor (∞.25) that fixes the depth scaling of the outputs.
+
+        At criticality ``E[z z] = K^(L) ~ L^{-p_0}`` (∞.24) while targets do not scale with
+        depth, so to compare networks of different depths multiply the outputs by this factor,
+        ``z -> z L^{p_0/2}``, or equivalently divide the targets by it, ``y -> y L^{-p_0/2}``
+        (∞.26) (for classification: the logits, or the raw targets before the softmax).
+        1 for the scale-invariant class (``p_0 = 0``) and for half-stable fixed points (where
+        ``K -> K* > 0``; their ``p_0`` describes ``K - K*``), ``sqrt(L)`` for K*=0.
+        """
+        p0 = 0.0 if self.universality_class == "half-stable" else self.exponents.get("p_0")
+        if p0 is None:
+            raise ValueError(f"no depth exponent p_0 for the {self.universality_class!r} class")
+        if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        return float(depth) ** (p0 / 2)
+
     @property
     def _primary(self) -> int:
         for i, p in enumerate(self.points):
