@@ -173,12 +173,11 @@ def test_second_layer_exact_at_any_width(act, C_b, C_W):
         assert np.max(m.stderr(name)[1]) < 0.12 * np.max(np.abs(th[name][1])), name
 
 
-@pytest.mark.parametrize("n", [24, 48])
-def test_deeper_layers_within_l_over_n(n):
-    # tanh, three inputs, layers 3 and 4: within 4.5 standard errors plus the truncation
-    # allowance 3 (l/n) max|theory| of the leading-order recursions (11.49), (11.52),
-    # (∞.177)-(∞.181)
-    net = Network("tanh", widths=[4, n, n, n, 2], C_b=0.1, C_W=1.2, lambda_b=0.7, lambda_W=1.3)
+@pytest.mark.parametrize("act, C_W, n", [("tanh", 1.2, 24), ("tanh", 1.2, 48), ("gelu", 1.6, 48)])
+def test_deeper_layers_within_l_over_n(act, C_W, n):
+    # three inputs, layers 3 and 4: within 4.5 standard errors plus the truncation allowance
+    # 3 (l/n) max|theory| of the leading-order recursions (11.49), (11.52), (∞.177)-(∞.181)
+    net = Network(act, widths=[4, n, n, n, 2], C_b=0.1, C_W=C_W, lambda_b=0.7, lambda_W=1.3)
     m = measure(net, X3, size=500, seed=7, fields=DNTK + DDNTK, neurons=2)
     th = quiet_flow(net, X3, fields=DNTK + DDNTK)
     cmp = compare(th, m, k=4.5)

@@ -11,6 +11,16 @@ from .activations import Activation, activation, available_activations, register
 from .compare import Comparison, compare
 from .empirical.ensemble import Ensemble
 from .empirical.estimators import measure
+from .empirical.training import TrainingResult, train
+from .learning import (
+    Prediction,
+    bayes_predict,
+    evidence,
+    evidence_scan,
+    gd_predict,
+    kernel_prediction,
+    posterior,
+)
 from .network import Inputs, Network
 from .results import Flow
 from .theory.criticality import criticality
@@ -25,13 +35,22 @@ __all__ = [
     "Flow",
     "Inputs",
     "Network",
+    "Prediction",
+    "TrainingResult",
     "activation",
     "available_activations",
     "available_fields",
+    "bayes_predict",
     "compare",
     "criticality",
+    "evidence",
+    "evidence_scan",
     "flow",
     "fluctuation_ratios",
+    "gd_predict",
+    "kernel_prediction",
     "measure",
+    "posterior",
     "register_activation",
+    "train",
 ]

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -90,8 +93,12 @@ def load_inputs(path: str) -> Inputs:
         raise UsageError(f"inputs in {path!r}: {exc}") from None
 
 
-def add_network_options(p: argparse.ArgumentParser) -> None:
-    """The network and input options shared by ``flow``, ``measure`` and ``compare``."""
+def add_network_options(p: argparse.ArgumentParser, inputs: bool = True) -> None:
+    """The network and input options shared by ``flow``, ``measure``, ``compare``, ``predict``.
+
+    ``inputs=False`` (``predict``) hides ``--k1``/``--inputs`` from the help; they are still
+    parsed, so that the command can reject them with a clear message.
+    """
     p.add_argument("--activation", required=True, help="e.g. tanh, relu, leaky_relu:0.1")
     p.add_argument("--depth", type=_positive_int, required=True, help="number of layers L")
     p.add_argument(
@@ -129,6 +136,11 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="weight learning rate lambda_W (step lambda_W/n_{l-1}; default 1)",
     )
+    if not inputs:  # parsed only to be rejected (a group of hidden options trips argparse)
+        p.add_argument("--k1", type=float, default=None, help=argparse.SUPPRESS)
+        p.add_argument("--inputs", default=None, help=argparse.SUPPRESS)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        return
     src = p.add_mutually_exclusive_group()
     src.add_argument(
         "--k1",
@@ -325,12 +337,431 @@ def _cmd_learning_rates(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# predict: infinite-width learning, optionally beside an ensemble of trained real networks
+# --------------------------------------------------------------------------------------------
+
+_OUT_FORMATS = {".json": "json", ".csv": "csv"}
+_DEFAULT_STEPS_CAP = 5000
+_DEFAULT_RESIDUAL = 1e-3
+
+
+def _load_table(path: str, what: str) -> np.ndarray:
+    """A finite 2-D table of numbers from a ``.npy`` or ``.csv`` file (1-D: one column).
+
+    Parameters
+    ----------
+    path : str
+    what : str
+        The option that named the file, for the error messages (e.g. ``"--train"``).
+
+    Raises
+    ------
+    UsageError
+        Missing, unreadable, non-numeric or non-finite data.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} file {path!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix not in (".npy", ".csv", ".txt"):
+        raise UsageError(f"{what} file {path!r} must be .npy or .csv (one row per data point)")
+    try:
+        if suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        else:
+            arr = np.loadtxt(p, delimiter=",", ndmin=2)
+    except Exception as exc:  # a corrupt or foreign file
+        msg = " ".join(str(exc).split())
+        raise UsageError(f"cannot read {what} file {path!r}: {msg}") from None
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise UsageError(f"{what} file {path!r} must hold numbers")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise UsageError(f"{what} file {path!r} must be a non-empty 2-D table, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise UsageError(f"{what} file {path!r} contains NaN or infinite values")
+    return arr
+
+
+@dataclass
+class _PredictData:
+    """Training inputs and targets, test inputs and (optional) targets, and where they came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray | None
+    source: dict[str, Any]
+
+
+def _predict_data(args: argparse.Namespace) -> _PredictData:
+    """Training and test data from ``--train``/``--test``/``--targets``, or the default set."""
+    n_out = args.n_out
+    if args.train is None and args.test is None:
+        if args.targets is not None:
+            raise UsageError("--targets goes with --train (and --test)")
+        from .learning.data import diabetes
+
+        if n_out != 1:
+            raise UsageError("the default data set (diabetes) has one target: use --n-out 1")
+        try:
+            d = diabetes()
+        except ImportError as exc:
+            raise UsageError(f"{exc}; or give --train and --test") from None
+        source = {"default": True, "description": d.description}
+        return _PredictData(d.x_train, d.y_train, d.x_test, d.y_test, source)
+    if args.train is None or args.test is None:
+        raise UsageError("give both --train and --test, or neither (the default data set)")
+    train = _load_table(args.train, "--train")
+    test = _load_table(args.test, "--test")
+    if args.targets is not None:
+        y_train = _load_table(args.targets, "--targets")
+        if y_train.shape != (train.shape[0], n_out):
+            raise UsageError(
+                f"--targets needs one row of {n_out} target(s) (--n-out) per training input, "
+                f"{train.shape[0]} rows; got shape {y_train.shape}"
+            )
+        x_train = train
+    else:
+        n0 = train.shape[1] - n_out
+        if n0 < 1:
+            raise UsageError(
+                f"--train needs n_0 input columns followed by {n_out} target column(s) "
+                f"(--n-out), got {train.shape[1]} columns; or give the targets with --targets"
+            )
+        x_train, y_train = train[:, :n0], train[:, n0:]
+    n0 = x_train.shape[1]
+    y_test = None
+    if test.shape[1] == n0 + n_out:
+        test, y_test = test[:, :n0], test[:, n0:]
+    elif test.shape[1] != n0:
+        raise UsageError(
+            f"--test needs {n0} input columns (optionally followed by {n_out} targets), "
+            f"got {test.shape[1]}"
+        )
+    source = {"default": False, "train": args.train, "test": args.test, "targets": args.targets}
+    return _PredictData(x_train, y_train, test, y_test, source)
+
+
+def _default_training(theta_train: np.ndarray) -> tuple[float, int]:
+    """Default ``(eta, steps)`` for the ensemble: ``eta = 1/lambda_max(Theta~)`` and enough steps
+    that the slowest mode's residual ``(1 - eta lambda_min)^T`` is below 1e-3 (at most 5000).
+
+    Parameters
+    ----------
+    theta_train : ndarray, shape (N_A, N_A)
+        Infinite-width NTK on the training inputs (the kernel ``K~`` for last-layer training).
+    """
+    w = np.linalg.eigvalsh(0.5 * (theta_train + theta_train.T))
+    lam_max = float(w[-1])
+    if not lam_max > 0:
+        raise UsageError("the training NTK vanishes: gradient descent does not move the outputs")
+    eta = 1.0 / lam_max
+    ratio = float(w[0]) / lam_max
+    if ratio <= 0 or ratio >= 1:
+        steps = _DEFAULT_STEPS_CAP if ratio <= 0 else 1
+    else:
+        steps = math.ceil(math.log(_DEFAULT_RESIDUAL) / math.log1p(-ratio))
+    return eta, int(min(max(steps, 1), _DEFAULT_STEPS_CAP))
+
+
+def _check_out_path(path: str | None) -> str | None:
+    """The format (``"json"``/``"csv"``) of ``--out``, checked before any work is done."""
+    if path is None:
+        return None
+    p = Path(path)
+    fmt = _OUT_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"--out {path!r} must end in .json or .csv")
+    if p.is_dir():
+        raise UsageError(f"--out {path!r} is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--out {path!r}: the directory {str(parent)!r} does not exist")
+    return fmt
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
+
+    Nothing is left behind on error: either the old file (or none) or the complete new one.
+    """
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+        tmp = None
+    except OSError as exc:
+        raise UsageError(f"cannot write --out {path!r}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _predict_csv(out: dict[str, Any]) -> str:
+    """One row per test point: theory mean(s) and std, targets, ensemble columns."""
+    mean = np.asarray(out["mean"], dtype=np.float64)
+    n_b, n_out = mean.shape
+    cols: list[tuple[str, np.ndarray]] = [("test", np.arange(n_b, dtype=np.float64))]
+    cols += [(f"mean_{i}", mean[:, i]) for i in range(n_out)]
+    cols.append(("std", np.asarray(out["std"], dtype=np.float64)))
+    if "y_test" in out:
+        y = np.asarray(out["y_test"], dtype=np.float64)
+        cols += [(f"target_{i}", y[:, i]) for i in range(n_out)]
+    ens = out.get("ensemble")
+    if ens is not None:
+        em = np.asarray(ens["mean"], dtype=np.float64)
+        ee = np.asarray(ens["mean_stderr"], dtype=np.float64)
+        for i in range(n_out):
+            cols += [(f"ensemble_mean_{i}", em[:, i]), (f"ensemble_mean_{i}_stderr", ee[:, i])]
+        cols.append(("ensemble_std", np.asarray(ens["std"], dtype=np.float64)))
+        cols.append(("ensemble_std_stderr", np.asarray(ens["std_stderr"], dtype=np.float64)))
+    lines = [",".join(name for name, _ in cols)]
+    for b in range(n_b):
+        cells = [str(b)] + [repr(float(v[b])) for _, v in cols[1:]]
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def _ensemble_summary(result: Any) -> dict[str, Any]:
+    """Mean and standard deviation per test point of a :class:`TrainingResult`, with errors."""
+    m = result.mean()
+    c = result.covariance()
+    var = np.diag(c.value).copy()
+    var_err = np.diag(c.stderr).copy()
+    std = np.sqrt(np.clip(var, 0.0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        std_err = np.where(std > 0, var_err / (2 * std), np.sqrt(var_err))  # delta method
+    return {
+        "mean": m.value.tolist(),
+        "mean_stderr": m.stderr.tolist(),
+        "std": std.tolist(),
+        "std_stderr": std_err.tolist(),
+        "cov": c.value.tolist(),
+        "cov_stderr": c.stderr.tolist(),
+        "train_loss_max": float(np.max(result.train_loss[-1])),
+    }
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Infinite-width prediction on test inputs: Bayesian posterior (ch. 6) or GD (ch. 10).
+
+    With ``--ensemble M`` also trains ``M`` real networks of width ``--width`` by full-batch GD
+    (:func:`pdlt.train`, the learning-rate tensor (8.6)) and reports their mean and spread.
+    """
+    import warnings
+
+    from .learning import bayes_learning_rates, bias_variance, kernel_prediction, posterior
+    from .theory.flow import flow
+
+    if args.inputs is not None or args.k1 is not None:
+        raise UsageError("predict takes its inputs from --train and --test, not --inputs/--k1")
+    ensemble = args.ensemble
+    if ensemble is None:
+        if args.width is not None:
+            raise UsageError(
+                "predict is the infinite-width theory: --width only sets the real networks "
+                "of --ensemble M"
+            )
+        for opt, val in (("--seed", args.seed), ("--device", args.device)):
+            if val is not None:
+                raise UsageError(f"{opt} applies to the real networks of --ensemble M")
+        if args.method == "bayes" and (args.steps is not None or args.eta is not None):
+            raise UsageError("--steps and --eta apply to --method gd (or to --ensemble M)")
+    else:
+        if args.width is None:
+            raise UsageError("--ensemble M trains real networks: give their finite --width n")
+        if args.method == "bayes" and args.noise != 0:
+            raise UsageError(
+                "--ensemble with --method bayes samples the noiseless posterior by training the "
+                "last layer (10.46)-(10.48): leave out --noise"
+            )
+    if args.method == "bayes" and (args.lambda_b is not None or args.lambda_W is not None):
+        raise UsageError(
+            "--lambda-b/--lambda-W apply to --method gd (the posterior has no learning rates)"
+        )
+    if args.steps is not None and args.steps < 0:
+        raise UsageError(f"--steps must be >= 0, got {args.steps}")
+    if args.eta is not None and not (math.isfinite(args.eta) and args.eta > 0):
+        raise UsageError(f"--eta must be finite and > 0, got {args.eta}")
+    out_format = _check_out_path(args.out)
+    data = _predict_data(args)
+    net = network_from_args(args, Inputs(data.x_train))
+    theory_net = net.replace(width=None) if net.finite_width else net
+    if args.method == "bayes" and ensemble is not None:
+        net = bayes_learning_rates(net)  # Theta = K: last-layer GD samples the posterior
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            x_all = np.concatenate([data.x_train, data.x_test])
+            fields = ("K",) if args.method == "bayes" else ("K", "Theta")
+            f = flow(theory_net, x_all, fields=fields)
+            K = f["K"][-1]
+            Theta = K if args.method == "bayes" else f["Theta"][-1]
+            n_a = data.x_train.shape[0]
+            steps, eta = args.steps, args.eta
+            if ensemble is not None:
+                eta_d, steps_d = _default_training(Theta[:n_a, :n_a])
+                eta = eta_d if eta is None else eta
+                steps = steps_d if steps is None else steps
+            if steps is not None and eta is not None:
+                lam_max = float(np.linalg.eigvalsh(Theta[:n_a, :n_a])[-1])
+                if eta * lam_max >= 2:
+                    warnings.warn(
+                        f"gradient descent is unstable: eta * lambda_max(Theta~) = "
+                        f"{eta * lam_max:.3g} >= 2; use eta < {2 / lam_max:.3g}",
+                        UserWarning,
+                        stacklevel=1,
+                    )
+            if args.method == "bayes" and ensemble is None:
+                pred = posterior(K, data.y_train, args.noise)
+            else:
+                pred = kernel_prediction(Theta, K, data.y_train, steps=steps, eta=eta)
+            pred.meta["network"] = repr(theory_net)
+            result = None
+            if ensemble is not None:
+                from .empirical.training import train
+
+                result = train(
+                    net,
+                    data.x_train,
+                    data.y_train,
+                    data.x_test,
+                    size=ensemble,
+                    seed=0 if args.seed is None else args.seed,
+                    steps=steps,
+                    eta=eta,
+                    record_steps=[0, steps],
+                    device=args.device or "cpu",
+                    progress=None,
+                )
+        except (ValueError, FloatingPointError, RuntimeError) as exc:
+            raise UsageError(" ".join(str(exc).split())) from None
+    for w in caught:
+        if issubclass(w.category, DeprecationWarning | PendingDeprecationWarning):
+            continue  # for developers, not for the user of the command
+        if result is not None and issubclass(w.category, RuntimeWarning):
+            continue  # divergence is reported below as an error
+        print(f"pdlt: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+    if result is not None and result.meta.get("diverged"):
+        raise UsageError(
+            f"{result.meta['diverged']} of {ensemble} networks diverged during training "
+            f"(eta = {eta:.4g}); lower --eta"
+        )
+
+    out = pred.to_dict()
+    out["method"] = args.method
+    out["network"] = theory_net.to_dict()
+    out["data"] = data.source
+    if data.y_test is not None:
+        out["y_test"] = data.y_test.tolist()
+        bv = bias_variance(pred, data.y_test)
+        out["test_loss"] = {k: np.asarray(v).tolist() for k, v in bv.items()}
+    if result is not None:
+        out["ensemble"] = {
+            "size": ensemble,
+            "width": args.width,
+            "steps": int(steps),
+            "eta": float(eta),
+            "seed": 0 if args.seed is None else args.seed,
+            "optimizer": "gd",
+            "learning_rates": "last layer (10.46)-(10.48)" if args.method == "bayes" else "(8.6)",
+            "network": net.to_dict(),
+            "seconds": result.meta["seconds"],
+            **_ensemble_summary(result),
+        }
+    if args.out is not None:
+        text = json.dumps(out) + "\n" if out_format == "json" else _predict_csv(out)
+        _write_atomic(args.out, text)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(_predict_text(args, out, theory_net, steps, eta))
+    return 0
+
+
+def _predict_text(
+    args: argparse.Namespace,
+    out: dict[str, Any],
+    net: Network,
+    steps: int | None,
+    eta: float | None,
+) -> str:
+    """The readable table of ``pdlt predict``."""
+    mean = np.asarray(out["mean"])
+    std = np.asarray(out["std"])
+    n_b, n_out = mean.shape
+    ens = out.get("ensemble")
+    if args.method == "bayes":
+        label = "Bayesian posterior (6.57), (6.64)"
+        if ens is not None:
+            label += (
+                f" reached by last-layer GD (10.46)-(10.48): after {steps} steps, eta = {eta:.4g}"
+            )
+    elif steps is None:
+        label = "trained by gradient descent, fully trained (10.40)-(10.41)"
+    else:
+        label = f"after {steps} GD steps, eta = {eta:.4g}"
+        if ens is not None and args.steps is None:
+            label += " (the ensemble's default: nearly fully trained)"
+    src = out["data"]
+    lines = [repr(net)]
+    if src.get("default"):
+        lines.append(f"data: {src['description']}")
+    lines.append(f"infinite width, {label}")
+    head = f"{'test':>4}  " + "  ".join(f"{'mean_' + str(i):>11}" for i in range(n_out))
+    head += f"  {'std':>11}"
+    if "y_test" in out:
+        head += "  " + "  ".join(f"{'target_' + str(i):>11}" for i in range(n_out))
+    if ens is not None:
+        head += "  " + "  ".join(f"{'ens_mean_' + str(i):>22}" for i in range(n_out))
+        head += f"  {'ens_std':>22}"
+    lines.append(head)
+    for b in range(n_b):
+        row = f"{b:>4}  " + "  ".join(f"{v:11.5g}" for v in mean[b]) + f"  {std[b]:11.5g}"
+        if "y_test" in out:
+            row += "  " + "  ".join(f"{v:11.5g}" for v in out["y_test"][b])
+        if ens is not None:
+            cells = [
+                f"{ens['mean'][b][i]:10.5g} +- {ens['mean_stderr'][b][i]:<8.2g}"
+                for i in range(n_out)
+            ]
+            cells.append(f"{ens['std'][b]:10.5g} +- {ens['std_stderr'][b]:<8.2g}")
+            row += "  " + "  ".join(cells)
+        lines.append(row.rstrip())
+    if ens is not None:
+        lines.append(
+            f"ensemble: {ens['size']} networks of width {ens['width']}, seed {ens['seed']}, "
+            f"{ens['steps']} GD steps, eta = {ens['eta']:.4g} (+- standard errors); "
+            f"largest final training loss {ens['train_loss_max']:.3g}"
+        )
+    if "test_loss" in out:
+        tl = out["test_loss"]
+        lines.append(
+            f"expected test loss {tl['expected_loss']:.6g} = bias {tl['bias_total']:.6g} "
+            f"+ variance {tl['variance_total']:.6g} (10.52)"
+        )
+    return "\n".join(lines)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "learning-rates": _cmd_learning_rates,
     "criticality": _cmd_criticality,
     "flow": _cmd_flow,
     "measure": _cmd_measure,
     "compare": _cmd_compare,
+    "predict": _cmd_predict,
 }
 
 
@@ -419,6 +850,73 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE.png",
         help="draw theory curves against measured points with error bars",
+    )
+
+    p = sub.add_parser(
+        "predict",
+        help="infinite-width prediction on test inputs (Bayesian or trained by GD), "
+        "optionally beside an ensemble of trained real networks",
+        description="Mean and standard deviation per test point of infinitely wide networks "
+        "after learning: the Bayesian posterior (6.57), (6.64) or gradient descent "
+        "(10.40)-(10.41).  Without --train/--test: a small real data set (20 training and 10 "
+        "test patients of scikit-learn's diabetes data, standardized; needs pdlt[data]).",
+    )
+    add_network_options(p, inputs=False)
+    p.add_argument(
+        "--train",
+        default=None,
+        metavar="FILE",
+        help=".npy or .csv: one training input per row, followed by its n_out target(s) "
+        "(or give them with --targets); default: the diabetes subset",
+    )
+    p.add_argument(
+        "--test",
+        default=None,
+        metavar="FILE",
+        help=".npy or .csv: one test input per row (optionally followed by targets)",
+    )
+    p.add_argument(
+        "--targets",
+        default=None,
+        metavar="FILE",
+        help=".npy or .csv: the training targets, one row of n_out per training input "
+        "(then --train holds inputs only)",
+    )
+    p.add_argument("--method", choices=("bayes", "gd"), default="gd")
+    p.add_argument(
+        "--noise", type=float, default=0.0, help="observation noise variance (bayes; default 0)"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="GD steps (default: fully trained; with --ensemble: until the slowest mode's "
+        "residual is below 1e-3, at most 5000)",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="global GD learning rate eta (with --ensemble default 1/lambda_max(Theta~))",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="also write the result to FILE: .json (the --json object) or .csv (one row per "
+        "test point)",
+    )
+    p.add_argument(
+        "--ensemble",
+        type=_positive_int,
+        default=None,
+        metavar="M",
+        help="also train M real networks of width --width by GD and report their mean and "
+        "standard deviation (with standard errors) beside the theory",
+    )
+    p.add_argument("--seed", type=int, default=None, help="ensemble random seed (default 0)")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default=None, help="ensemble device (default cpu)"
     )
     return parser
 
