@@ -36,6 +36,18 @@ from .kernel_learning import (
     star_polation,
 )
 from .linalg import ConditioningWarning, SPDSolver
+from .nonlinear import (
+    QuadraticFit,
+    effective_features,
+    effective_kernel,
+    meta_kernel,
+    nearly_kernel_predict,
+    nearly_kernel_predict_gd,
+    quadratic_model_fit_direct,
+    quadratic_model_predict,
+    trained_kernel,
+    trained_kernel_predict,
+)
 
 __all__ = [
     "ConditioningWarning",
@@ -65,4 +77,14 @@ __all__ = [
     "one_train_one_test",
     "posterior",
     "star_polation",
+    "QuadraticFit",
+    "effective_features",
+    "effective_kernel",
+    "meta_kernel",
+    "nearly_kernel_predict",
+    "nearly_kernel_predict_gd",
+    "quadratic_model_fit_direct",
+    "quadratic_model_predict",
+    "trained_kernel",
+    "trained_kernel_predict",
 ]
