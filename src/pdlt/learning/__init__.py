@@ -19,6 +19,14 @@ from .bayes import (
     log_evidence_two_inputs,
     posterior,
 )
+from .bayes_finite_width import (
+    FiniteWidthPrediction,
+    bayes_predict_finite_width,
+    bayes_representation_update,
+    finite_width_posterior,
+    hebbian_conditional_variance,
+    representation_update,
+)
 from .data import Dataset, diabetes
 from .kernel_learning import (
     bayes_learning_rates,
@@ -87,4 +95,10 @@ __all__ = [
     "quadratic_model_predict",
     "trained_kernel",
     "trained_kernel_predict",
+    "FiniteWidthPrediction",
+    "bayes_predict_finite_width",
+    "bayes_representation_update",
+    "finite_width_posterior",
+    "hebbian_conditional_variance",
+    "representation_update",
 ]
