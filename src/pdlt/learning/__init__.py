@@ -28,6 +28,18 @@ from .bayes_finite_width import (
     representation_update,
 )
 from .data import Dataset, diabetes
+from .finite_width import (
+    FullyTrainedPrediction,
+    MeanPrediction,
+    Projectors,
+    TruncatedDynamics,
+    algorithm_projectors,
+    combine_indices,
+    fully_trained_prediction,
+    inverting_tensors,
+    mean_prediction,
+    simulate_truncated_dynamics,
+)
 from .kernel_learning import (
     bayes_learning_rates,
     bias_variance,
@@ -101,4 +113,14 @@ __all__ = [
     "finite_width_posterior",
     "hebbian_conditional_variance",
     "representation_update",
+    "FullyTrainedPrediction",
+    "Projectors",
+    "TruncatedDynamics",
+    "algorithm_projectors",
+    "combine_indices",
+    "fully_trained_prediction",
+    "inverting_tensors",
+    "MeanPrediction",
+    "mean_prediction",
+    "simulate_truncated_dynamics",
 ]

@@ -1,0 +1,719 @@
+"""Fully-trained networks at order 1/n: algorithm projectors and the trained prediction (ch. ∞).
+
+Everything here works per network on the *combined* index ``I = (i, delta)`` (output neuron,
+input), flattened as ``I = i * N_D + delta``, with the training inputs first
+(``delta < n_train``) -- the convention of :func:`pdlt.learning.kernel_learning.kernel_prediction`.
+Per-network tensors are accepted in the index order of :mod:`pdlt.empirical.observables`
+(one network, no ensemble axis):
+
+* ``z[i, d]`` -- outputs ``z_{i;d}``, shape ``(n_L, N_D)``;
+* ``H[i1, i2, d1, d2]`` -- NTK ``H-hat_{i1 i2; d1 d2}`` (8.5);
+* ``dH[i0, i1, i2, d0, d1, d2]`` -- dNTK (11.8), symmetric under ``(i1,d1) <-> (i2,d2)``;
+* ``ddI[i0, i1, i2, i3, d0, d1, d2, d3]`` and ``ddII[i1, i2, i3, i4, d1, d2, d3, d4]`` --
+  the ddNTKs (∞.5), (∞.7).
+
+Contents (spec/07 §6, §7, §11 items 7-11):
+
+* :func:`inverting_tensors` -- ``X_I, X_II, X_III`` (∞.107), (∞.108), (∞.110);
+* :func:`algorithm_projectors` -- ``Z_A, Z_B, Z_IA, Z_IB, Z_IIA, Z_IIB`` for gradient descent
+  at constant ``eta`` (∞.142)-(∞.147), its ODE limit (∞.149)-(∞.153) and the two-step
+  algorithm (∞.148), all from the exact eigenbasis closed forms of spec/07 §7.4;
+* :func:`simulate_truncated_dynamics` -- the coupled O(1/n) dynamics (∞.81)-(∞.83) with the
+  ddNTKs frozen: an independent reference for the closed forms;
+* :func:`fully_trained_prediction` -- ``z_{i;d}(T)`` by (∞.141)/(∞.154) with the corrected
+  signs of spec/07 §13.1 (book.txt L36601-L36722, L36908-L37049);
+* :func:`mean_prediction` -- the ensemble mean (∞.160)-(∞.165) with the corrections of
+  spec/07 §13.1-§13.3 (book.txt L37170-L37400).
+
+Notation: ``H~`` is the matrix whose inverse appears in the projectors -- the training block of
+the network's own ``H-hat`` over combined indices (default, spec/07 §7.5 "per-network use") or
+``delta_{ij} H_{a1 a2}`` built from a given NTK mean ``H`` (the book's choice, (∞.63)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .linalg import SPDSolver
+
+__all__ = [
+    "Projectors",
+    "FullyTrainedPrediction",
+    "TruncatedDynamics",
+    "combine_indices",
+    "inverting_tensors",
+    "algorithm_projectors",
+    "simulate_truncated_dynamics",
+    "fully_trained_prediction",
+]
+
+KINDS = ("gd", "ode", "two_step")
+
+
+# --------------------------------------------------------------------------------------------
+# index plumbing
+
+
+def combine_indices(t: Any, rank: int) -> np.ndarray:
+    """Flatten ``rank`` (neuron, sample) pairs into combined indices ``I = i * N_D + d``.
+
+    Parameters
+    ----------
+    t : array_like, shape ``(n,) * rank + (N,) * rank``
+        Neuron indices first, then sample indices (the order of
+        :mod:`pdlt.empirical.observables`), e.g. ``dH[i0, i1, i2, d0, d1, d2]``.
+    rank : int
+
+    Returns
+    -------
+    ndarray, shape ``(n * N,) * rank``
+    """
+    a = np.asarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t, dtype=np.float64)
+    if a.ndim != 2 * rank:
+        raise ValueError(f"expected a tensor with {2 * rank} axes, got shape {a.shape}")
+    n, N = a.shape[0], a.shape[rank]
+    if a.shape != (n,) * rank + (N,) * rank:
+        raise ValueError(f"expected shape {(n,) * rank + (N,) * rank}, got {a.shape}")
+    perm = [ax for k in range(rank) for ax in (k, rank + k)]
+    return a.transpose(perm).reshape((n * N,) * rank)
+
+
+def _train_index(n_out: int, n_data: int, n_train: int) -> np.ndarray:
+    return np.array([i * n_data + a for i in range(n_out) for a in range(n_train)], dtype=int)
+
+
+# --------------------------------------------------------------------------------------------
+# inverting tensors and projectors (eigenbasis closed forms, spec/07 §7.4)
+
+
+def _eig(H_train: Any, name: str) -> tuple[np.ndarray, np.ndarray, SPDSolver]:
+    solver = SPDSolver(np.asarray(H_train, dtype=np.float64), name=name)
+    if not solver.full_rank:
+        raise ValueError(f"{name} is singular: the fully-trained solution needs its inverse")
+    h, u = np.linalg.eigh(solver.matrix)
+    if h[0] <= 0:
+        raise ValueError(f"{name} must be positive definite, smallest eigenvalue {h[0]:.3g}")
+    return h, u, solver
+
+
+def _check_eta(eta: float | None, h_max: float, kind: str) -> float:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind != "gd":
+        return 0.0
+    if eta is None:
+        raise ValueError("gradient descent ('gd') needs the learning rate eta; use kind='ode'")
+    eta = float(eta)
+    if not np.isfinite(eta) or eta <= 0 or eta * h_max >= 2:
+        raise ValueError(
+            f"gradient descent with eta = {eta!r} does not converge: need 0 < eta < "
+            f"2/lambda_max(H~) = {2 / h_max:.6g} (footnotes 16, 19; spec/07 §13.10)"
+        )
+    return eta
+
+
+def _four(zab: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``Z^{a1 a2 a3 a4} = sum_{ab} z(a,b) u_a^{a1} u_a^{a3} u_b^{a2} u_b^{a4}``."""
+    return np.einsum("ab,pa,ra,qb,sb->pqrs", zab, u, u, u, u, optimize=True)
+
+
+def _six(zabc: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``Z^{a1..a6} = sum_{abc} z(a,b,c) u_a^{a1} u_a^{a4} u_b^{a2} u_b^{a5} u_c^{a3} u_c^{a6}``."""
+    return np.einsum("abc,pa,sa,qb,tb,rc,uc->pqrstu", zabc, u, u, u, u, u, u, optimize=True)
+
+
+def inverting_tensors(
+    H_train: Any, eta: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inverting tensors ``X_I, X_II, X_III`` of gradient descent (∞.107)-(∞.110).
+
+    ``X_I = H~^{-1}`` (∞.108); ``X_II`` inverts ``H~ x 1 + 1 x H~ - eta H~ x H~`` (∞.107) and
+    ``X_III`` the three-slot analogue (∞.110); index ``k`` pairs with index ``k + 2``
+    (``X_II``) or ``k + 3`` (``X_III``).  Computed in the eigenbasis ``H~ = sum_a h_a u_a u_a^T``:
+    ``X_II = 1/D2(a,b)``, ``X_III = 1/D3(a,b,c)`` with ``D2 = h_a + h_b - eta h_a h_b`` and
+    ``D3 = [1 - (1 - eta h_a)(1 - eta h_b)(1 - eta h_c)]/eta`` (spec/07 §7.4).
+
+    Parameters
+    ----------
+    H_train : array_like, shape (P, P)
+        Symmetric positive definite training block (sample or combined indices).
+    eta : float, optional
+        Learning rate; ``None`` is the ODE limit ``eta -> 0`` (∞.149)-(∞.153).
+
+    Returns
+    -------
+    X_I : ndarray (P, P); X_II : ndarray (P,)*4; X_III : ndarray (P,)*6
+
+    Raises
+    ------
+    ValueError
+        If ``H_train`` is not positive definite or ``eta`` is outside ``(0, 2/lambda_max)``.
+    """
+    h, u, solver = _eig(H_train, "H~ (training block of the NTK)")
+    e = 0.0 if eta is None else _check_eta(eta, float(h[-1]), "gd")
+    D2, D3 = _denominators(h, e)
+    return solver.inverse(), _four(1.0 / D2, u), _six(1.0 / D3, u)
+
+
+def _denominators(h: np.ndarray, eta: float) -> tuple[np.ndarray, np.ndarray]:
+    a, b = h[:, None], h[None, :]
+    D2 = a + b - eta * a * b
+    ha, hb, hc = h[:, None, None], h[None, :, None], h[None, None, :]
+    D3 = (
+        ha + hb + hc - eta * (ha * hb + ha * hc + hb * hc) + eta**2 * ha * hb * hc
+    )  # = [1 - prod(1 - eta h)]/eta
+    return D2, D3
+
+
+@dataclass(frozen=True, eq=False)
+class Projectors:
+    """Algorithm projectors (∞.141) on a training index of size ``P``.
+
+    Attributes
+    ----------
+    Z_A, Z_B : ndarray, shape (P,)*4
+    Z_IA, Z_IB, Z_IIA, Z_IIB : ndarray, shape (P,)*6
+    kind : str
+        ``"gd"``, ``"ode"`` or ``"two_step"``.
+    eta : float or None
+    eigen : dict
+        The eigenvalues ``h`` and the eigen-space coefficients ``z_A(a,b)`` ... ``z_IIB(a,b,c)``.
+    """
+
+    Z_A: np.ndarray
+    Z_B: np.ndarray
+    Z_IA: np.ndarray
+    Z_IB: np.ndarray
+    Z_IIA: np.ndarray
+    Z_IIB: np.ndarray
+    kind: str
+    eta: float | None
+    eigen: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def algorithm_projectors(H_train: Any, eta: float | None = None, kind: str = "gd") -> Projectors:
+    """The six algorithm projectors ``Z`` of (∞.141), from the eigenbasis of ``H~``.
+
+    With ``H~ = sum_a h_a u_a u_a^T`` every projector is diagonal in the product eigenbasis,
+    ``Z^{a1 a2 a3 a4} = sum_{ab} z(a,b) u_a^{a1} u_a^{a3} u_b^{a2} u_b^{a4}`` and
+    ``Z^{a1..a6} = sum_{abc} z(a,b,c) u_a^{a1} u_a^{a4} u_b^{a2} u_b^{a5} u_c^{a3} u_c^{a6}``,
+    with (spec/07 §7.4; ``D2, D3`` as in :func:`inverting_tensors`)::
+
+        z_A   = (1 - eta h_a) / (h_a D2(a,b))
+        z_B   = (1 - eta h_a / 2) / (h_a D2(a,b))
+        z_IA  = -(1 - eta h_a)[1 + (1 - eta h_a)(1 - eta h_b)] / (2 h_a D2(a,b) D3(a,b,c))
+        z_IB  = -(6 - 6 eta h_a - 3 eta h_b + eta^2 h_a^2 + 4 eta^2 h_a h_b - eta^3 h_a^2 h_b)
+                / (6 h_a D2(a,b) D3(a,b,c))
+        z_IIA = -(1 - eta h_a)^2 (1 - eta h_b) / (h_a D2(a,b) D3(a,b,c))     (= -Y_3)
+        z_IIB = -(1 - eta h_a) / (h_a h_b D2(a,c))
+
+    equal to the definitions (∞.142)-(∞.147) through ``X_II, X_III`` and ``Y_1..Y_4``
+    (∞.135)-(∞.140) (checked in the tests).  ``kind="ode"`` is ``eta -> 0`` (∞.149)-(∞.153);
+    ``kind="two_step"`` is (∞.148): ``Z_B = H~^{a1a3} H~^{a2a4}/2``,
+    ``Z_IB = -H~^{a1a4} H~^{a2a5} H~^{a3a6}/6``, all others zero.
+
+    Parameters
+    ----------
+    H_train : array_like, shape (P, P)
+        SPD training block: ``H~`` on training inputs (P = N_A) or on combined indices
+        (P = n_L N_A, block-diagonal ``delta_{ij} H~`` for the mean NTK).
+    eta : float, optional
+        Learning rate (``kind="gd"`` only; required there, ``0 < eta < 2/lambda_max``).
+    kind : {"gd", "ode", "two_step"}
+
+    Returns
+    -------
+    Projectors
+    """
+    h, u, _ = _eig(H_train, "H~ (training block of the NTK)")
+    e = _check_eta(eta, float(h[-1]), kind)
+    D2, D3 = _denominators(h, e)
+    ha2, hb2 = h[:, None], h[None, :]
+    ha, hb = h[:, None, None], h[None, :, None]
+    D2_ab = D2[:, :, None]
+    if kind == "two_step":
+        zero4, zero6 = np.zeros_like(D2), np.zeros_like(D3)
+        zA, zB = zero4, 0.5 / (ha2 * hb2)
+        zIA, zIIA, zIIB = zero6, zero6, zero6
+        zIB = -1.0 / (6.0 * ha * hb * h[None, None, :]) + zero6
+    else:
+        zA = (1 - e * ha2) / (ha2 * D2)
+        zB = (1 - e * ha2 / 2) / (ha2 * D2)
+        den = ha * D2_ab * D3
+        zIA = -(1 - e * ha) * (1 + (1 - e * ha) * (1 - e * hb)) / (2 * den)
+        num = 6 - 6 * e * ha - 3 * e * hb + e**2 * ha**2 + 4 * e**2 * ha * hb - e**3 * ha**2 * hb
+        zIB = -num / (6 * den)
+        zIIA = -((1 - e * ha) ** 2) * (1 - e * hb) / den
+        zIIB = -(1 - e * ha) / (ha * hb * D2[:, None, :]) + np.zeros_like(D3)
+    eig = {"h": h, "z_A": zA, "z_B": zB, "z_IA": zIA, "z_IB": zIB, "z_IIA": zIIA, "z_IIB": zIIB}
+    return Projectors(
+        Z_A=_four(zA, u),
+        Z_B=_four(zB, u),
+        Z_IA=_six(zIA, u),
+        Z_IB=_six(zIB, u),
+        Z_IIA=_six(zIIA, u),
+        Z_IIB=_six(zIIB, u),
+        kind=kind,
+        eta=None if kind != "gd" else e,
+        eigen=eig,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# truncated dynamics (∞.81)-(∞.83)
+
+
+@dataclass(frozen=True, eq=False)
+class TruncatedDynamics:
+    """Result of :func:`simulate_truncated_dynamics` (combined indices, ``Q = n_L N_D``).
+
+    Attributes
+    ----------
+    z : ndarray, shape (n_L, N_D)
+        Outputs after the last step.
+    H, dH : ndarray, shapes (Q, Q), (Q, Q, Q)
+        NTK and dNTK after the last step (combined indices).
+    steps : int
+        Steps taken.
+    train_error : float
+        ``max |z_{i;a} - y_{i;a}|`` over the training set after the last step.
+    trajectory : ndarray, shape (steps + 1, n_L, N_D) or None
+        The outputs at every step when ``record=True``.
+    """
+
+    z: np.ndarray
+    H: np.ndarray
+    dH: np.ndarray
+    steps: int
+    train_error: float
+    trajectory: np.ndarray | None = None
+
+
+def _inputs(z, H, dH, ddI, ddII, y, n_train):
+    zc = np.asarray(z.detach().cpu().numpy() if hasattr(z, "detach") else z, dtype=np.float64)
+    if zc.ndim != 2:
+        raise ValueError(f"z must have shape (n_L, N_D), got {zc.shape}")
+    n_out, n_data = zc.shape
+    if not isinstance(n_train, int | np.integer) or not 0 < n_train <= n_data:
+        raise ValueError(f"n_train must be an integer in 1..{n_data}, got {n_train!r}")
+    yt = np.asarray(y, dtype=np.float64)
+    if yt.shape != (n_out, n_train):
+        raise ValueError(f"y must have shape (n_L, N_A) = {(n_out, n_train)}, got {yt.shape}")
+    Hc = combine_indices(H, 2)
+    dHc = combine_indices(dH, 3)
+    dIc = combine_indices(ddI, 4)
+    dIIc = combine_indices(ddII, 4)
+    Q = n_out * n_data
+    for name, t in (("H", Hc), ("dH", dHc), ("ddI", dIc), ("ddII", dIIc)):
+        if t.shape[0] != Q:
+            raise ValueError(f"{name} has {t.shape[0]} combined indices, z has {Q}")
+    return zc, Hc, dHc, dIc, dIIc, yt, _train_index(n_out, n_data, int(n_train))
+
+
+def simulate_truncated_dynamics(
+    z: Any,
+    H: Any,
+    dH: Any,
+    ddI: Any,
+    ddII: Any,
+    y: Any,
+    n_train: int,
+    eta: float,
+    *,
+    steps: int = 100_000,
+    tol: float | None = 1e-13,
+    record: bool = False,
+) -> TruncatedDynamics:
+    """Iterate the coupled O(1/n) gradient-descent dynamics (∞.81)-(∞.83), ddNTKs frozen.
+
+    With ``eps_A(t) = z_A(t) - y`` on the training combined indices ``A``::
+
+        z(t+1)  = z - eta H_{I A} eps_A + eta^2/2 dH_{I A B} eps_A eps_B
+                  - eta^3/6 ddI_{I A B C} eps_A eps_B eps_C
+        H(t+1)  = H - eta (dH_{I1 I2 A} + dH_{I2 I1 A}) eps_A
+                  + eta^2/2 (ddI_{I1 I2 A B} + ddI_{I2 I1 A B} + 2 ddII_{I1 I2 A B}) eps_A eps_B
+        dH(t+1) = dH - eta (ddI_{I0 I1 I2 A} + ddII_{I0 I1 I2 A} + ddII_{I0 I2 I1 A}) eps_A
+
+    (book.txt L35137-L35278; spec/07 §7.1).  A reference for :func:`fully_trained_prediction`.
+
+    Parameters
+    ----------
+    z, H, dH, ddI, ddII : array_like
+        Initial values in the index order of :mod:`pdlt.empirical.observables` (see module
+        docstring); ``z`` of shape (n_L, N_D), training inputs first.
+    y : array_like, shape (n_L, N_A)
+        Targets ``y_{i;a}``.
+    n_train : int
+        Number of training inputs ``N_A`` (the first ``N_A`` of the ``N_D``).
+    eta : float
+        Learning rate (> 0).
+    steps : int
+        Maximum number of steps.
+    tol : float or None
+        Stop once ``max |eps_A| < tol`` (``None``: always take ``steps`` steps).
+    record : bool
+        Keep the output trajectory.
+
+    Returns
+    -------
+    TruncatedDynamics
+
+    Raises
+    ------
+    FloatingPointError
+        If the dynamics diverge (non-finite outputs).
+    """
+    zc, Hc, dHc, dIc, dIIc, yt, A = _inputs(z, H, dH, ddI, ddII, y, n_train)
+    if not np.isfinite(eta) or eta <= 0:
+        raise ValueError(f"eta must be finite and > 0, got {eta!r}")
+    shape = zc.shape
+    zf, yf = zc.reshape(-1).copy(), yt.reshape(-1)
+    Hc, dHc = Hc.copy(), dHc.copy()
+    dIA = dIc[:, :, :, A]  # [I0, I1, I2, A]
+    dH_upd = dIA + dIIc[:, :, :, A] + dIIc[:, :, :, A].transpose(0, 2, 1, 3)
+    dIAB = dIc[:, :, A][:, :, :, A]  # [I1, I2, A, B]
+    H_quad = dIAB + dIAB.transpose(1, 0, 2, 3) + 2 * dIIc[:, :, A][:, :, :, A]
+    dI3 = dIc[:, A][:, :, A][:, :, :, A]  # [I, A, B, C]
+    traj = [zf.reshape(shape).copy()] if record else None
+    t = 0
+    err = float(np.max(np.abs(zf[A] - yf)))
+    while t < steps and (tol is None or err >= tol):
+        e = zf[A] - yf
+        dHA = dHc[:, A][:, :, A]
+        z_new = (
+            zf
+            - eta * Hc[:, A] @ e
+            + 0.5 * eta**2 * np.einsum("iab,a,b->i", dHA, e, e)
+            - eta**3 / 6 * np.einsum("iabc,a,b,c->i", dI3, e, e, e)
+        )
+        dHe = dHc[:, :, A] @ e
+        Hc = Hc - eta * (dHe + dHe.T) + 0.5 * eta**2 * np.einsum("ijab,a,b->ij", H_quad, e, e)
+        dHc = dHc - eta * dH_upd @ e
+        zf = z_new
+        t += 1
+        err = float(np.max(np.abs(zf[A] - yf)))
+        if not np.isfinite(err):
+            raise FloatingPointError(f"the truncated dynamics diverged after {t} steps")
+        if traj is not None:
+            traj.append(zf.reshape(shape).copy())
+    return TruncatedDynamics(
+        z=zf.reshape(shape),
+        H=Hc,
+        dH=dHc,
+        steps=t,
+        train_error=err,
+        trajectory=None if traj is None else np.stack(traj),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the fully-trained prediction (∞.141), (∞.154)
+
+
+@dataclass(frozen=True, eq=False)
+class FullyTrainedPrediction:
+    """Per-network fully-trained outputs at order 1/n (∞.141)/(∞.154).
+
+    Attributes
+    ----------
+    z : ndarray, shape (n_L, N_D)
+        Predicted ``z_{i;d}(T)`` on all inputs (equal to ``y`` on training inputs up to the
+        accuracy of the expansion).
+    free : ndarray, shape (n_L, N_D)
+        The NTK part: ``z - H-hat_{dA} (H-hat^{-1}) eps`` (``free="exact"``, (∞.93)) or its
+        second-order expansion in ``Delta H`` (``free="expanded"``, (∞.154) lines 1-2).
+    terms : dict of ndarray (n_L, N_D)
+        The six projector contributions ``"A", "B", "IA", "IB", "IIA", "IIB"`` of (∞.141).
+    projectors : Projectors
+    """
+
+    z: np.ndarray
+    free: np.ndarray
+    terms: dict[str, np.ndarray]
+    projectors: Projectors
+
+    @property
+    def interaction(self) -> np.ndarray:
+        """Sum of the dNTK/ddNTK terms, shape (n_L, N_D)."""
+        return sum(self.terms.values())  # type: ignore[return-value]
+
+
+def fully_trained_prediction(
+    z: Any,
+    H: Any,
+    dH: Any,
+    ddI: Any,
+    ddII: Any,
+    y: Any,
+    n_train: int,
+    eta: float | None = None,
+    *,
+    kind: str = "gd",
+    H_mean: Any = None,
+    free: str = "exact",
+) -> FullyTrainedPrediction:
+    """``z_{i;d}(T)`` of one network after training to convergence, to order 1/n (∞.141).
+
+    With ``eps = z_A - y`` the initial training error over combined training indices and
+    ``[X]_perp = X_{..d..} - sum H_{d a} H~^{a a'} X_{..a'..}`` on the slot carrying ``d``::
+
+        z(T)_I = z_I - H-hat_{I A1} (H-hat^{-1})^{A1 A2} eps_{A2}
+               + [dH_{J1 I J2}]_perp  Z_A^{J1 J2 J3 J4} eps_J3 eps_J4
+               + [dH_{I J1 J2}]_perp  Z_B^{J1 J2 J3 J4} eps_J3 eps_J4
+               + [ddI_{J1 I J2 J3}]_perp  Z_IA^{J1..J6} eps_J4 eps_J5 eps_J6
+               + [ddI_{I J1 J2 J3}]_perp  Z_IB^{J1..J6} eps eps eps
+               + [ddII_{J1 J2 I J3}]_perp Z_IIA^{J1..J6} eps eps eps
+               + [ddII_{I J1 J2 J3}]_perp Z_IIB^{J1..J6} eps eps eps
+
+    (book.txt L36601-L36722; indices ``J`` run over combined training indices).  With
+    ``free="expanded"`` the first line is replaced by its expansion to second order in
+    ``Delta H = H-hat - delta_{ij} H`` with the signs corrected in spec/07 §13.1 ((∞.154), book
+    prints them flipped)::
+
+        z_I - H_{I A} H~^{-1} eps - [Delta H_{I A1}]_perp H~^{A1A2} eps_A2
+            + [Delta H_{I A1}]_perp H~^{A1A2} Delta H_{A2 A3} H~^{A3A4} eps_A4
+
+    Parameters
+    ----------
+    z, H, dH, ddI, ddII : array_like
+        One network's tensors at initialization in the index order of
+        :mod:`pdlt.empirical.observables` on ``D = A u B`` (training inputs first).
+    y : array_like, shape (n_L, N_A)
+        Targets.
+    n_train : int
+        ``N_A``.
+    eta : float, optional
+        Learning rate for ``kind="gd"``; must satisfy ``0 < eta lambda_max(H~) < 2``.
+    kind : {"gd", "ode", "two_step"}
+        The algorithm (:func:`algorithm_projectors`).
+    H_mean : array_like, shape (N_D, N_D), optional
+        NTK mean ``H_{d1 d2}``.  Given: ``H~ = delta_{ij} H_AA`` in the projectors and the
+        ``perp`` brackets (the book's (∞.141)); default: the network's own ``H-hat`` over
+        combined indices (spec/07 §7.5, the accurate per-network choice).
+    free : {"exact", "expanded"}
+        First line exact (stochastic inverse) or expanded to ``O(Delta H^2)`` (needs
+        ``H_mean``).
+
+    Returns
+    -------
+    FullyTrainedPrediction
+    """
+    zc, Hc, dHc, dIc, dIIc, yt, A = _inputs(z, H, dH, ddI, ddII, y, n_train)
+    n_out, n_data = zc.shape
+    if free not in ("exact", "expanded"):
+        raise ValueError(f"free must be 'exact' or 'expanded', got {free!r}")
+    if H_mean is None:
+        if free == "expanded":
+            raise ValueError("free='expanded' expands around the NTK mean: give H_mean")
+        Hbar = Hc
+    else:
+        Hm = np.asarray(H_mean, dtype=np.float64)
+        if Hm.shape != (n_data, n_data):
+            raise ValueError(f"H_mean must have shape {(n_data, n_data)}, got {Hm.shape}")
+        Hbar = np.kron(np.eye(n_out), Hm)
+    eps = zc.reshape(-1)[A] - yt.reshape(-1)
+    bar_solver = SPDSolver(Hbar[np.ix_(A, A)], name="H~ (training block of the NTK)")
+    # perp projector on the d-slot: P[d, d'] = delta - H_{d a} H~^{-1}_{a d'} (d' in A)
+    perp = np.eye(Hc.shape[0])
+    perp[:, A] -= bar_solver.solve(Hbar[A, :]).T
+    if free == "exact":
+        hat_solver = SPDSolver(Hc[np.ix_(A, A)], name="H-hat (training block, one network)")
+        free_part = zc.reshape(-1) - Hc[:, A] @ hat_solver.solve(eps)
+    else:
+        dlt = Hc - Hbar
+        v = bar_solver.solve(eps)
+        free_part = (
+            zc.reshape(-1)
+            - Hbar[:, A] @ v
+            - perp @ (dlt[:, A] @ v)
+            + perp @ (dlt[:, A] @ bar_solver.solve(dlt[np.ix_(A, A)] @ v))
+        )
+    Z = algorithm_projectors(Hbar[np.ix_(A, A)], eta, kind)
+    ee = np.multiply.outer(eps, eps)
+    eee = np.multiply.outer(ee, eps)
+    WA = np.tensordot(Z.Z_A, ee, axes=2)  # [J1, J2]
+    WB = np.tensordot(Z.Z_B, ee, axes=2)
+    WIA, WIB = np.tensordot(Z.Z_IA, eee, axes=3), np.tensordot(Z.Z_IB, eee, axes=3)
+    WIIA, WIIB = np.tensordot(Z.Z_IIA, eee, axes=3), np.tensordot(Z.Z_IIB, eee, axes=3)
+    ix = np.ix_
+    raw = {
+        "A": np.einsum("aIb,ab->I", dHc[ix(A, range(dHc.shape[1]), A)], WA),
+        "B": np.einsum("Iab,ab->I", dHc[:, A][:, :, A], WB),
+        "IA": np.einsum("aIbc,abc->I", dIc[A][:, :, A][:, :, :, A], WIA),
+        "IB": np.einsum("Iabc,abc->I", dIc[:, A][:, :, A][:, :, :, A], WIB),
+        "IIA": np.einsum("abIc,abc->I", dIIc[A][:, A][:, :, :, A], WIIA),
+        "IIB": np.einsum("Iabc,abc->I", dIIc[:, A][:, :, A][:, :, :, A], WIIB),
+    }
+    terms = {k: (perp @ v).reshape(n_out, n_data) for k, v in raw.items()}
+    total = free_part.reshape(n_out, n_data) + sum(terms.values())
+    return FullyTrainedPrediction(
+        z=total, free=free_part.reshape(n_out, n_data), terms=terms, projectors=Z
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# ensemble mean of the fully-trained outputs (∞.160)-(∞.165), corrected (spec/07 §8.1, §13)
+
+
+@dataclass(frozen=True, eq=False)
+class MeanPrediction:
+    """Ensemble mean ``m_{i;d} = E[z_{i;d}(T)]`` to order 1/n (∞.160), with its parts.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (n_L, N_D)
+        ``m_{i;d}`` on every input (``= y`` on the training inputs).
+    ntk, dntk_var, dntk, ddI, ddII : ndarray, shape (n_L, N_D)
+        ``m^NTK`` (∞.161), ``m^{Delta NTK}`` (∞.162), ``m^dNTK`` (∞.163), ``m^ddI`` (∞.164),
+        ``m^ddII`` (∞.165) on every input, before the ``[.]_perp`` projection and the ``1/n``.
+    projectors : Projectors
+    """
+
+    mean: np.ndarray
+    ntk: np.ndarray
+    dntk_var: np.ndarray
+    dntk: np.ndarray
+    ddI: np.ndarray
+    ddII: np.ndarray
+    projectors: Projectors
+
+
+def mean_prediction(
+    H: Any,
+    K: Any,
+    y: Any,
+    n_train: int,
+    n_hidden: float,
+    *,
+    A: Any,
+    B: Any,
+    P: Any,
+    Q: Any,
+    R: Any,
+    S: Any,
+    T: Any,
+    U: Any,
+    eta: float | None = None,
+    kind: str = "gd",
+) -> MeanPrediction:
+    """Mean fully-trained output of the ensemble at order ``1/n`` (∞.160)-(∞.165).
+
+    With ``X = -m^{Delta NTK} + m^dNTK + m^ddI + m^ddII`` (spec/07 §8.1; the book adds
+    ``m^{Delta NTK}`` with a ``+``, erratum §13.1)::
+
+        m_{i;d} = H_{d a1} H~^{a1 a2} y_{i;a2}
+                  + (1/n_{L-1}) [X_{i;d} - H_{d a1} H~^{a1 a2} X_{i;a2}]
+
+    ``m^{Delta NTK}`` (∞.162); ``m^dNTK`` (∞.163) with the symmetrized
+    ``Z_B^{a1a2a3a4} + Z_B^{a2a1a4a3}`` (erratum §13.3); ``m^ddI`` (∞.164) and ``m^ddII``
+    (∞.165) with the T/U assignment of the Z_IIB line corrected (erratum §13.2), contracted
+    with ``Y_{i;a4a5a6} = y_{i;a4}(sum_j y_{j;a5} y_{j;a6} + n_L K_{a5a6}) + y_{i;a5} K_{a6a4}
+    + y_{i;a6} K_{a4a5}``.
+
+    Parameters
+    ----------
+    H, K : array_like, shape (N_D, N_D)
+        NTK mean (including its 1/n part, spec/07 §8.4) and kernel of the output layer on
+        ``D``, training inputs first.
+    y : array_like, shape (n_L, N_A)
+        Targets ``y_{i;a}``.
+    n_train : int
+        ``N_A``.
+    n_hidden : float
+        ``n_{L-1}``.
+    A, B, P, Q, R, S, T, U : array_like, shape (N_D,)*4
+        The 1/n tensors, each stored as ``X[a, b, c, d] = X_{abcd}`` exactly as the symbol
+        appears in its decomposition: (8.82) for ``A_{(d1d2)(d3d4)}``, ``B``; (11.45) for ``P``,
+        ``Q``; (∞.11)-(∞.12) for ``R``, ``S``, ``T``, ``U`` (spec/07 §2, §3.2).
+    eta, kind
+        The algorithm, as in :func:`algorithm_projectors`.
+
+    Returns
+    -------
+    MeanPrediction
+    """
+    Hm = np.asarray(H, dtype=np.float64)
+    Km = np.asarray(K, dtype=np.float64)
+    yt = np.asarray(y, dtype=np.float64)
+    if yt.ndim != 2 or yt.shape[1] != n_train:
+        raise ValueError(f"y must have shape (n_L, N_A = {n_train}), got {yt.shape}")
+    N = Hm.shape[0]
+    if Hm.shape != (N, N) or Km.shape != (N, N) or not 0 < n_train <= N:
+        raise ValueError("H and K must be (N_D, N_D) with N_D >= n_train")
+    if not np.isfinite(n_hidden) or n_hidden <= 0:
+        raise ValueError(f"n_hidden must be > 0, got {n_hidden!r}")
+    tens = {}
+    for name, t in (("A", A), ("B", B), ("P", P), ("Q", Q), ("R", R), ("S", S), ("T", T), ("U", U)):
+        a = np.asarray(t, dtype=np.float64)
+        if a.shape != (N,) * 4:
+            raise ValueError(f"{name} must have shape {(N,) * 4}, got {a.shape}")
+        tens[name] = a
+    nL = yt.shape[0]
+    a_ = slice(0, n_train)
+    Ht = Hm[a_, a_]
+    solver = SPDSolver(Ht, name="H~ (training block of the NTK mean)")
+    Hi = solver.inverse()
+    Z = algorithm_projectors(Ht, eta, kind)
+    Av, Bv, Pv, Qv = (tens[k] for k in "ABPQ")
+    Rv, Sv, Tv, Uv = (tens[k] for k in "RSTU")
+    tr = lambda t: t[:, a_, a_, a_]  # noqa: E731  [d, a1, a2, a3]
+    m_ntk = yt @ solver.solve(Hm[a_, :])  # (n_L, N_D)
+    # (∞.162)
+    g = tr(Av) + tr(Bv).transpose(0, 2, 1, 3) + nL * tr(Bv).transpose(0, 2, 3, 1)
+    m_dv = np.einsum("dabc,ab,ce,ie->id", g, Hi, Hi, yt)
+    # (∞.163)
+    ZBs = Z.Z_B + Z.Z_B.transpose(1, 0, 3, 2)
+    PQ1 = tr(Pv) + tr(Qv) + nL * tr(Qv).transpose(0, 2, 1, 3)
+    Pm = np.moveaxis(Pv[a_, :, a_, a_], 1, 0)  # P_{a1 d a2 a3} -> [d, a1, a2, a3]
+    Qm = np.moveaxis(Qv[a_, :, a_, a_], 1, 0)  # Q_{a1 d a2 a3}
+    Qm2 = np.moveaxis(Qv[a_, a_, :, a_], 2, 0)  # Q_{a1 a2 d a3}
+    m_d = -(
+        np.einsum("dabc,abce,ie->id", PQ1, ZBs, yt)
+        + np.einsum("dabc,abce,ie->id", nL * Pm + Qm + Qm2, Z.Z_A, yt)
+        + np.einsum("dabc,abec,ie->id", Pm + nL * Qm + Qm2, Z.Z_A, yt)
+    )
+    # target bracket
+    KA = Km[a_, a_]
+    Yb = np.einsum("iu,vw->iuvw", yt, yt.T @ yt + nL * KA)
+    Yb = Yb + np.einsum("iv,wu->iuvw", yt, KA) + np.einsum("iw,uv->iuvw", yt, KA)
+    # (∞.164)
+    ZIB = Z.Z_IB
+    # Z_IB^{a1..a6} + Z_IB^{a2 a3 a1 a5 a6 a4} + Z_IB^{a3 a1 a2 a6 a4 a5}
+    ZIBs = ZIB + np.einsum("bcaefd->abcdef", ZIB) + np.einsum("cabfde->abcdef", ZIB)
+    R1 = np.moveaxis(Rv[a_, :, a_, a_], 1, 0)  # R_{a1 d a2 a3}
+    R2 = np.moveaxis(Rv[a_, a_, a_, :], 3, 0)  # R_{a1 a2 a3 d} -> [d, a1, a2, a3]
+    R3 = np.moveaxis(Rv[a_, a_, :, a_], 2, 0)  # R_{a1 a3 d a2} -> [d, a1, a3, a2]
+    ZIA = Z.Z_IA
+    m_I = -(
+        np.einsum("dabc,abcuvw,iuvw->id", tr(Rv), ZIBs, Yb)
+        + np.einsum("dabc,abcuvw,iuvw->id", R1, ZIA, Yb)
+        + np.einsum("dabc,abcvwu,iuvw->id", R2, ZIA, Yb)
+        + np.einsum("dacb,abcwuv,iuvw->id", R3, ZIA, Yb)
+    )
+    # (∞.165), corrected
+    ZB2, ZA2 = Z.Z_IIB, Z.Z_IIA
+    S2 = np.moveaxis(Sv[a_, a_, :, a_], 2, 0)  # S_{a1 a2 d a3} -> [d, a1, a2, a3]
+    T2 = np.moveaxis(Tv[a_, :, a_, a_], 1, 0)  # T_{a1 d a3 a2} -> [d, a1, a3, a2]
+    U2 = np.moveaxis(Uv[a_, a_, a_, :], 3, 0)  # U_{a1 a3 a2 d} -> [d, a1, a3, a2]
+    m_II = -(
+        np.einsum("dabc,abcuvw,iuvw->id", tr(Sv), ZB2, Yb)
+        + np.einsum("dabc,cabwuv,iuvw->id", tr(Tv), ZB2, Yb)
+        + np.einsum("dabc,bcavwu,iuvw->id", tr(Uv), ZB2, Yb)
+        + np.einsum("dabc,abcvwu,iuvw->id", S2, ZA2, Yb)
+        + np.einsum("dacb,abcuvw,iuvw->id", T2, ZA2, Yb)
+        + np.einsum("dacb,abcwuv,iuvw->id", U2, ZA2, Yb)
+    )
+    X = -m_dv + m_d + m_I + m_II
+    corr = X - X[:, a_] @ solver.solve(Hm[a_, :])
+    return MeanPrediction(
+        mean=m_ntk + corr / float(n_hidden),
+        ntk=m_ntk,
+        dntk_var=m_dv,
+        dntk=m_d,
+        ddI=m_I,
+        ddII=m_II,
+        projectors=Z,
+    )
