@@ -275,7 +275,7 @@ def test_rejected_options(capsys, files, tmp_path):
     base = ["--activation", "tanh", "--depth", "2"]
     cases = [
         ([*files, "--ensemble", "4"], "--width"),
-        ([*files, "--width", "8"], "--ensemble"),
+        ([*files, "--width", "8", "--steps", "3"], "--steps"),
         ([*files, "--seed", "1"], "--ensemble"),
         (
             [*files, "--width", "8", "--ensemble", "4", "--method", "bayes", "--noise", "0.1"],

@@ -29,12 +29,14 @@ from .bayes_finite_width import (
 )
 from .data import Dataset, diabetes
 from .finite_width import (
+    FiniteWidthMeanPrediction,
     FullyTrainedPrediction,
     MeanPrediction,
     Projectors,
     TruncatedDynamics,
     algorithm_projectors,
     combine_indices,
+    finite_width_predict,
     fully_trained_prediction,
     inverting_tensors,
     mean_prediction,
@@ -123,4 +125,6 @@ __all__ = [
     "MeanPrediction",
     "mean_prediction",
     "simulate_truncated_dynamics",
+    "FiniteWidthMeanPrediction",
+    "finite_width_predict",
 ]

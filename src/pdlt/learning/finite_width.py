@@ -23,7 +23,9 @@ Contents (spec/07 §6, §7, §11 items 7-11):
 * :func:`fully_trained_prediction` -- ``z_{i;d}(T)`` by (∞.141)/(∞.154) with the corrected
   signs of spec/07 §13.1 (book.txt L36601-L36722, L36908-L37049);
 * :func:`mean_prediction` -- the ensemble mean (∞.160)-(∞.165) with the corrections of
-  spec/07 §13.1-§13.3 (book.txt L37170-L37400).
+  spec/07 §13.1-§13.3 (book.txt L37170-L37400);
+* :func:`finite_width_predict` -- the same for a :class:`~pdlt.Network` and data, with the
+  theory tensors from :func:`pdlt.theory.flow.flow` (spec/07 §8, §11).
 
 Notation: ``H~`` is the matrix whose inverse appears in the projectors -- the training block of
 the network's own ``H-hat`` over combined indices (default, spec/07 §7.5 "per-network use") or
@@ -48,6 +50,10 @@ __all__ = [
     "algorithm_projectors",
     "simulate_truncated_dynamics",
     "fully_trained_prediction",
+    "MeanPrediction",
+    "mean_prediction",
+    "FiniteWidthMeanPrediction",
+    "finite_width_predict",
 ]
 
 KINDS = ("gd", "ode", "two_step")
@@ -716,4 +722,196 @@ def mean_prediction(
         ddI=m_I,
         ddII=m_II,
         projectors=Z,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the ensemble mean for a network and data: flow + mean_prediction (spec/07 §8, §11)
+
+
+_NOT_INCLUDED = (
+    "the 1/n (NLO) correction H^{1} to the NTK mean is not included (the book does not give it, "
+    "spec/07 §8.4, §13.11): the infinite-width Theta stands for H, which leaves an O(1/n) error "
+    "in the NTK-regression term H_{da}H~^{-1}y of the same order as the correction itself "
+    "(not L-enhanced); the O(1/n^2) terms are not included either"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class FiniteWidthMeanPrediction:
+    """Ensemble mean of fully-trained networks on test inputs, to order 1/n (spec/07 §8.1).
+
+    All arrays have shape ``(N_B, n_L)`` (one row per test input, as ``y_train``).
+
+    Attributes
+    ----------
+    infinite : ndarray
+        ``m^NTK = Theta_{B A} Theta~^{-1} y`` (∞.161) with the infinite-width NTK ``Theta``: the
+        fully-trained infinite-width mean (10.40), independent of the algorithm.
+    coefficient : ndarray
+        ``c`` of the 1/n correction ``c / n_{L-1}``: ``X_B - Theta_{BA} Theta~^{-1} X_A`` with
+        ``X = -m^{Delta NTK} + m^dNTK + m^ddI + m^ddII`` (∞.160)-(∞.165), errata of spec/07 §13.
+    correction : ndarray
+        ``coefficient / n_{L-1}`` at the network's width (zero at infinite width).
+    mean : ndarray
+        ``infinite + correction``.
+    parts : dict of ndarray
+        The projected coefficients ``"dntk_var"`` (``-m^{Delta NTK}``, algorithm-independent),
+        ``"dntk"``, ``"ddI"``, ``"ddII"`` (algorithm-dependent); they sum to ``coefficient``.
+    width : float
+        ``n_{L-1}`` (``inf`` for an infinite-width network).
+    eta : float or None
+        The learning rate used in the algorithm projectors (``None`` for ``kind="ode"`` and
+        ``"two_step"``).
+    kind : str
+    not_included : str
+        What the expansion leaves out (see :func:`finite_width_predict`).
+    tensors : dict of ndarray
+        ``K, Theta`` ``(N_D, N_D)`` and ``A, B, P, Q, R, S, T, U`` ``(N_D,)*4`` of the output layer
+        on ``D = train u test`` (training inputs first), as passed to :func:`mean_prediction`.
+    """
+
+    infinite: np.ndarray
+    coefficient: np.ndarray
+    correction: np.ndarray
+    mean: np.ndarray
+    parts: dict[str, np.ndarray]
+    width: float
+    eta: float | None
+    kind: str
+    not_included: str
+    tensors: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no tensors)."""
+        return {
+            "width": None if not np.isfinite(self.width) else self.width,
+            "eta": self.eta,
+            "kind": self.kind,
+            "infinite": self.infinite.tolist(),
+            "coefficient": self.coefficient.tolist(),
+            "correction": self.correction.tolist(),
+            "mean": self.mean.tolist(),
+            "parts": {k: v.tolist() for k, v in self.parts.items()},
+            "not_included": self.not_included,
+        }
+
+
+def finite_width_predict(
+    network: Any,
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    *,
+    eta: float | None = None,
+    kind: str = "gd",
+) -> FiniteWidthMeanPrediction:
+    """Mean test prediction of fully-trained networks of finite width, to order 1/n (∞.160).
+
+    Computes ``K, Theta, A, B, P, Q, R, S, T, U`` of the output layer with
+    :func:`pdlt.theory.flow.flow` on ``D = train u test`` and evaluates :func:`mean_prediction`
+    with ``H = Theta``::
+
+        m_{i;b} = m^NTK_{i;b} + (1/n_{L-1}) [X_{i;b} - Theta_{b a1} Theta~^{a1 a2} X_{i;a2}]
+
+    **Included:** the NTK-fluctuation term ``-m^{Delta NTK}`` (``A, B``; sign corrected, spec/07
+    §13.1), the dNTK term (``P, Q``) and the ddNTK terms (``R, S, T, U``), with the algorithm
+    projectors of ``kind``/``eta``; the flow's 4-index tensors are the book's (8.82), (11.45),
+    (∞.11)-(∞.12) in their slot order with the ``1/n_{L-1}`` taken out -- the convention of
+    :func:`mean_prediction`.
+
+    **Not included:** the NLO correction ``H^{1}/n`` of the NTK mean (not given in the book,
+    spec/07 §8.4, §13.11).  The true mean has ``H = Theta + H^{1}/n`` in ``m^NTK``, so the
+    returned correction misses ``(1/n)[H^{1}_{ba} - Theta_{ba'} Theta~^{-1} H^{1}_{a'a}]
+    Theta~^{-1} y``: an O(1/n) error of the same order as the correction (though not
+    depth-enhanced, while the included terms grow like ``L/n``).  The returned correction is
+    therefore exact only for the interaction part (dNTK, ddNTK) and for ``-m^{Delta NTK}`` up to
+    this missing piece; it is a leading-in-``L/n`` estimate of the total shift.  Nor are the
+    1/n shifts of ``K`` (``G^{1}``, 1/n-tuned ``C_b1, C_W1``; they enter only at O(1/n^2) here)
+    or any O(1/n^2) term included.
+
+    Parameters
+    ----------
+    network : Network
+        A smooth activation (the ddNTK means ``R..U`` are undefined with a kink, spec/07 §5);
+        ``n_{L-1} = network.widths[-2]`` sets ``correction`` (infinite width: zero).
+    x_train, x_test : array_like, shape (N_A, n_0), (N_B, n_0)
+    y_train : array_like, shape (N_A, n_L) or (N_A,)
+    eta : float, optional
+        Global learning rate of gradient descent with the learning-rate tensor (8.6).  Default
+        for ``kind="gd"``: ``1/lambda_max(Theta~)``, the default of :func:`pdlt.train`.
+    kind : {"gd", "ode", "two_step"}
+
+    Returns
+    -------
+    FiniteWidthMeanPrediction
+
+    Raises
+    ------
+    ValueError
+        A kinked activation, bad shapes, a singular training NTK, or ``eta`` outside
+        ``(0, 2/lambda_max)``.
+    """
+    from ..theory.flow import flow
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    xa = np.asarray(x_train, dtype=np.float64)
+    xb = np.asarray(x_test, dtype=np.float64)
+    if xa.ndim != 2 or xb.ndim != 2 or xa.shape[1] != xb.shape[1] or 0 in xa.shape + xb.shape:
+        raise ValueError(
+            f"x_train and x_test must be non-empty (N, n_0) tables with the same n_0, "
+            f"got {xa.shape} and {xb.shape}"
+        )
+    yt = np.asarray(y_train, dtype=np.float64)
+    if yt.ndim == 1:
+        yt = yt[:, None]
+    n_a = xa.shape[0]
+    if yt.shape != (n_a, network.n_out):
+        raise ValueError(
+            f"y_train must have shape (N_A, n_L) = {(n_a, network.n_out)}, got {yt.shape}"
+        )
+    fields = ("K", "Theta", "A", "B", "P", "Q", "R", "S", "T", "U")
+    f = flow(network, np.concatenate([xa, xb]), fields=fields)
+    tens = {k: np.asarray(f[k][-1], dtype=np.float64) for k in fields}
+    Theta = tens["Theta"]
+    if kind == "gd":
+        if eta is None:
+            lam = float(np.linalg.eigvalsh(0.5 * (Theta[:n_a, :n_a] + Theta[:n_a, :n_a].T))[-1])
+            if not lam > 0:
+                raise ValueError("the training NTK vanishes: gradient descent does not move")
+            eta = 1.0 / lam
+    else:
+        eta = None
+    widths = network.widths
+    n_hidden = widths[-2] if len(widths) > 1 else None
+    width = float("inf") if n_hidden is None else float(n_hidden)
+    four = {k: tens[k] for k in "ABPQRSTU"}
+    m = mean_prediction(Theta, tens["K"], yt.T, n_a, 1.0, eta=eta, kind=kind, **four)
+    solve = SPDSolver(Theta[:n_a, :n_a], name="Theta~ (training block of the NTK)")
+    proj = solve.solve(Theta[:n_a, :])  # Theta~^{-1} Theta_{a d}
+
+    def perp(X: np.ndarray) -> np.ndarray:  # (n_L, N_D) -> (N_B, n_L)
+        return (X - X[:, :n_a] @ proj)[:, n_a:].T
+
+    parts = {
+        "dntk_var": perp(-m.dntk_var),
+        "dntk": perp(m.dntk),
+        "ddI": perp(m.ddI),
+        "ddII": perp(m.ddII),
+    }
+    coef = (m.mean - m.ntk)[:, n_a:].T  # n_hidden = 1 above
+    infinite = m.ntk[:, n_a:].T
+    corr = coef / width if np.isfinite(width) else np.zeros_like(coef)
+    return FiniteWidthMeanPrediction(
+        infinite=infinite,
+        coefficient=coef,
+        correction=corr,
+        mean=infinite + corr,
+        parts=parts,
+        width=width,
+        eta=None if eta is None else float(eta),
+        kind=kind,
+        not_included=_NOT_INCLUDED,
+        tensors=tens,
     )
