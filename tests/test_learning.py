@@ -551,7 +551,7 @@ def test_cli_predict(tmp_path, capsys):
     assert "expected test loss" in capsys.readouterr().out
     bad = [
         (["--steps", "4"], "eta"),
-        (["--width", "64"], "infinite-width"),
+        (["--width", "64", "--method", "bayes"], "not implemented for --method bayes"),
         (["--k1", "1.0"], "--train and --test"),
     ]
     for extra, msg in bad:
