@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from pdlt import Network, flow
 from pdlt.cli import main
@@ -30,12 +29,7 @@ K_STD = 4.0  # standard errors allowed
 C_TRUNC = 3.0  # truncation allowance c * L/n * scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

@@ -39,12 +39,7 @@ K_STD = 4.0  # standard errors allowed
 C_TRUNC = 3.0  # truncation allowance c * L/n * scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def theory(net: Network) -> tuple[np.ndarray, np.ndarray]:
