@@ -554,3 +554,14 @@ def test_softplus_large_argument():
         ref = [float(_mp_softplus(mp.mpf(-50))), float(_mp_softplus(mp.mpf(50)))]
     np.testing.assert_allclose(n, ref, rtol=1e-15)
     np.testing.assert_allclose(t, ref, rtol=1e-15)
+
+
+def test_taylor_data_inside_no_grad():
+    """Regression: Taylor coefficients by autograd must not vanish under torch.no_grad()
+    (a fresh activation, so no cached value is reused).  tanh: 1, -2 at orders 1, 3."""
+    act = Activation.from_callable(torch.tanh, name="tanh_no_grad")
+    with torch.no_grad():
+        c = act.taylor
+        d1 = act.derivative(np.array([0.0]), 1)
+    assert c[1] == pytest.approx(1.0) and c[3] == pytest.approx(-2.0)
+    assert d1[0] == pytest.approx(1.0)

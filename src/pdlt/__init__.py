@@ -7,11 +7,13 @@ Theory to order 1/n and ensembles of real networks, with the same field names, s
 'K*=0'
 """
 
+from . import information, torch
 from .activations import Activation, activation, available_activations, register_activation
 from .compare import Comparison, compare
 from .empirical.ensemble import Ensemble
 from .empirical.estimators import measure
 from .empirical.training import TrainingResult, train
+from .information import information_curve, optimal_aspect_ratio, recommend_architectures
 from .learning import (
     Prediction,
     bayes_predict,
@@ -48,9 +50,14 @@ __all__ = [
     "flow",
     "fluctuation_ratios",
     "gd_predict",
+    "information",
+    "information_curve",
     "kernel_prediction",
     "measure",
+    "optimal_aspect_ratio",
     "posterior",
+    "recommend_architectures",
     "register_activation",
+    "torch",
     "train",
 ]

@@ -323,6 +323,7 @@ def _real_numpy(fn: Callable) -> ArrayFn:
 def _autograd_derivative(fn: TorchFn, order: int) -> ArrayFn:
     """Elementwise ``d^order fn / dz^order`` by nested torch autograd."""
 
+    @torch.enable_grad()  # also inside a caller's torch.no_grad()
     def d(z: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(np.array(z, dtype=np.float64)).requires_grad_(True)
         y = fn(x)
@@ -372,6 +373,7 @@ def _check_analytic(fn: Callable, radius: float, name: str) -> None:
         )
 
 
+@torch.enable_grad()  # also inside a caller's torch.no_grad()
 def _derivatives_at_zero(fn: TorchFn, max_order: int) -> np.ndarray:
     x = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     y = fn(x)
