@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from .network import Inputs, Network
 from .results import Flow
 from .theory.criticality import Criticality, criticality
 from .theory.flow import available_fields, flow
+
+if TYPE_CHECKING:
+    from .empirical.checkpoint import CheckpointDir
 
 __all__ = ["main"]
 
@@ -61,6 +64,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return v
 
 
@@ -262,6 +275,7 @@ def _measure_from_args(args: argparse.Namespace) -> tuple[Network, Inputs | None
         raise UsageError("measuring real networks needs a finite --width n")
     net = network_from_args(args, inputs)
     fields = args.fields.split(",") if args.fields else ["K", "V", "Theta"]
+    checkpoint_seconds = _check_distributed_args(args)
     try:
         result = measure(
             net,
@@ -274,10 +288,36 @@ def _measure_from_args(args: argparse.Namespace) -> tuple[Network, Inputs | None
             dtype=args.dtype,
             neurons=args.neurons,
             progress=None,
+            scheduler=args.scheduler,
+            checkpoint=args.checkpoint,
+            checkpoint_seconds=checkpoint_seconds,
         )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    except (ValueError, ImportError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    except KeyboardInterrupt:
+        if args.checkpoint is None:
+            raise
+        raise KeyboardInterrupt(_resume_hint(args.checkpoint)) from None
+    if result.meta.get("interrupted") and args.checkpoint is not None:
+        raise KeyboardInterrupt(
+            f"{result.meta['size']} of {args.ensemble} networks done; "
+            + _resume_hint(args.checkpoint)
+        )
     return result.network, inputs, result
+
+
+_CHECKPOINT_SECONDS = 60.0
+
+
+def _check_distributed_args(args: argparse.Namespace) -> float:
+    """Seconds between checkpoint writes; ``--checkpoint-every`` needs ``--checkpoint``."""
+    if args.checkpoint_every is not None and args.checkpoint is None:
+        raise UsageError("--checkpoint-every applies to --checkpoint DIR")
+    return _CHECKPOINT_SECONDS if args.checkpoint_every is None else args.checkpoint_every
+
+
+def _resume_hint(checkpoint: str) -> str:
+    return f"progress saved in {checkpoint!r}; run the same command again to continue"
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
@@ -587,7 +627,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "leave out --steps"
             )
     if ensemble is None:
-        for opt, val in (("--seed", args.seed), ("--device", args.device)):
+        for opt, val in (
+            ("--seed", args.seed),
+            ("--device", args.device),
+            ("--scheduler", args.scheduler),
+            ("--checkpoint", args.checkpoint),
+        ):
             if val is not None:
                 raise UsageError(f"{opt} applies to the real networks of --ensemble M")
         if args.method == "bayes" and (args.steps is not None or args.eta is not None):
@@ -608,12 +653,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps must be >= 0, got {args.steps}")
     if args.eta is not None and not (math.isfinite(args.eta) and args.eta > 0):
         raise UsageError(f"--eta must be finite and > 0, got {args.eta}")
+    checkpoint_seconds = _check_distributed_args(args)
     out_format = _check_out_path(args.out)
     data = _predict_data(args)
     net = network_from_args(args, Inputs(data.x_train))
     theory_net = net.replace(width=None) if net.finite_width else net
     if args.method == "bayes" and ensemble is not None:
         net = bayes_learning_rates(net)  # Theta = K: last-layer GD samples the posterior
+    ckpt = None if args.checkpoint is None else _training_checkpoint(args, net, data)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -665,9 +712,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     record_steps=[0, steps],
                     device=args.device or "cpu",
                     progress=None,
+                    scheduler=args.scheduler,
+                    checkpoint=None if ckpt is None else ckpt.prepare() / "training.pt",
+                    checkpoint_seconds=checkpoint_seconds,
                 )
-        except (ValueError, FloatingPointError, RuntimeError) as exc:
+        except (ValueError, FloatingPointError, RuntimeError, ImportError) as exc:
             raise UsageError(" ".join(str(exc).split())) from None
+        except KeyboardInterrupt:
+            if ckpt is None:
+                raise
+            raise KeyboardInterrupt(_resume_hint(args.checkpoint)) from None
     for w in caught:
         if issubclass(w.category, DeprecationWarning | PendingDeprecationWarning):
             continue  # for developers, not for the user of the command
@@ -711,6 +765,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return 0
     print(_predict_text(args, out, theory_net, steps, eta))
     return 0
+
+
+def _training_checkpoint(
+    args: argparse.Namespace, net: Network, data: _PredictData
+) -> CheckpointDir:
+    """The checkpoint directory of ``predict --ensemble``, checked against this command."""
+    from .empirical.checkpoint import CheckpointDir, array_digest
+
+    manifest = {
+        "run": "ensemble training (pdlt predict)",
+        "network": net.to_dict(),
+        "data_sha256": array_digest(data.x_train, data.y_train, data.x_test),
+        "ensemble": args.ensemble,
+        "seed": 0 if args.seed is None else args.seed,
+        "method": args.method,
+        "steps": args.steps,
+        "eta": args.eta,
+        "device": args.device or "cpu",
+    }
+    try:
+        return CheckpointDir(args.checkpoint, manifest)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _predict_text(
@@ -820,6 +897,31 @@ def _add_ensemble_options(p: argparse.ArgumentParser) -> None:
         "--fields",
         default=None,
         help=f"comma list of fields (default K,V,Theta; any of {','.join(MEASURABLE)})",
+    )
+    _add_run_options(p)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """``--scheduler``, ``--checkpoint`` and ``--checkpoint-every`` of ensemble runs."""
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the ensemble on this Dask cluster, e.g. tcp://host:8786 (needs "
+        "pdlt[dask]; default: in this process); same seed, same numbers",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="DIR",
+        help="save progress in DIR (atomically); the same command run again continues there",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help=f"seconds between checkpoint writes (default {_CHECKPOINT_SECONDS:g})",
     )
 
 
@@ -957,6 +1059,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", choices=("cpu", "cuda"), default=None, help="ensemble device (default cpu)"
     )
+    _add_run_options(p)
     return parser
 
 
@@ -968,8 +1071,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"pdlt: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pdlt: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = f"; {exc}" if str(exc) else ""
+        print(f"pdlt: interrupted{detail}", file=sys.stderr)
         return 130
 
 

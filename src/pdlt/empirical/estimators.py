@@ -36,7 +36,10 @@ need two neurons cannot be measured at a layer of width one (e.g. the output wit
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,9 +47,14 @@ import torch
 from .._progress import Progress
 from ..network import Inputs, Network, as_inputs
 from ..results import Flow
+from .checkpoint import CheckpointDir, array_digest
+from .distributed import map_shards
 from .ensemble import Ensemble, forward, resolve_dtype
 from .observables import ddntk, dntk, ntk, stochastic_metric
 from .statistics import Accumulator, covariance_estimate, fit_inverse_width
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["measure", "nlo_metric", "accumulate", "estimate_fields", "MEASURABLE", "GROUPS"]
 
@@ -209,8 +217,24 @@ def accumulate(
     accumulator: Accumulator | None = None,
     progress: bool | None = None,
     ntk_method: str = "structured",
+    scheduler: str | Client | None = None,
+    on_update: Callable[[Accumulator], None] | None = None,
 ) -> tuple[Accumulator, bool]:
     """Accumulate per-network features of ``blocks`` (default: all) of ``ensemble``.
+
+    The work is a map-reduce over shards of whole blocks (:func:`~pdlt.empirical.distributed.
+    map_shards`).  On a Dask cluster (``scheduler``) or with ``on_update`` (checkpointing),
+    every block is its own shard, the unit of progress; otherwise consecutive small blocks are
+    computed together, for speed.  Each network's features are computed independently of the
+    other networks in its batch, and blocks are reduced in sorted order, so the result is
+    bit-identical in every case, for any number of workers.
+
+    Parameters
+    ----------
+    scheduler : str or distributed.Client, optional
+        Address of a Dask scheduler (or a client) to run the blocks on; default in-process.
+    on_update : callable, optional
+        Called with the accumulator after each completed block (e.g. to checkpoint it).
 
     Returns
     -------
@@ -227,38 +251,75 @@ def accumulate(
         for b in (range(ensemble.n_blocks) if blocks is None else blocks)
         if b not in set(acc.blocks)
     ]
-    dev = torch.device(ensemble.device)
-    x = torch.tensor(inputs.x, dtype=resolve_dtype(ensemble.dtype), device=dev)
     chunk = _chunk_size(network, inputs.n_inputs, groups, neurons)
+    if scheduler is None and on_update is None:
+        # several small blocks are computed together (the unit of seeding stays the block)
+        shards = _batches(todo, [ensemble.block_len(b) for b in todo], chunk)
+    else:
+        shards = [[b] for b in todo]
+    fn = partial(
+        _shard_statistics,
+        ensemble=ensemble,
+        x=inputs.x,
+        fields=tuple(fields),
+        neurons=neurons,
+        ntk_method=ntk_method,
+        chunk=chunk,
+    )
     interrupted = False
     with Progress(len(todo), "measuring", enabled=progress) as bar:
+
+        def collect(_: int, part: Accumulator) -> None:
+            acc.update(part)
+            bar.update(len(part.blocks))
+            if on_update is not None:
+                on_update(acc)
+
         try:
-            # several small blocks are computed together (the unit of seeding stays the block)
-            for group in _batches(todo, [ensemble.block_len(b) for b in todo], chunk):
-                params = [ensemble.params(b) for b in group]
-                cat = {k: torch.cat([p[k] for p in params]) for k in params[0]}
-                m = cat[next(iter(cat))].shape[0]
-                parts = [
-                    _features(
-                        {k: v[s : s + chunk] for k, v in cat.items()},
-                        x,
-                        network,
-                        set(fields),
-                        neurons,
-                        ntk_method,
-                    )
-                    for s in range(0, m, chunk)
-                ]
-                feats = {k: np.concatenate([f[k] for f in parts]) for k in parts[0]}
-                start = 0
-                for b in group:
-                    stop = start + ensemble.block_len(b)
-                    acc.add(b, {k: v[start:stop] for k, v in feats.items()})
-                    start = stop
-                    bar.update()
+            map_shards(fn, shards, collect, scheduler=scheduler)
         except KeyboardInterrupt:
             interrupted = True
     return acc, interrupted
+
+
+def _shard_statistics(
+    shard: Sequence[int],
+    *,
+    ensemble: Ensemble,
+    x: np.ndarray,
+    fields: tuple[str, ...],
+    neurons: int,
+    ntk_method: str,
+    chunk: int,
+) -> Accumulator:
+    """Features of the blocks of one shard, accumulated per block (runs on any worker).
+
+    The blocks' networks are concatenated and computed ``chunk`` networks at a time.
+    """
+    network = ensemble.network
+    xt = torch.tensor(x, dtype=resolve_dtype(ensemble.dtype), device=torch.device(ensemble.device))
+    params = [ensemble.params(b) for b in shard]
+    cat = {k: torch.cat([p[k] for p in params]) for k in params[0]}
+    m = cat[next(iter(cat))].shape[0]
+    parts = [
+        _features(
+            {k: v[s : s + chunk] for k, v in cat.items()},
+            xt,
+            network,
+            set(fields),
+            neurons,
+            ntk_method,
+        )
+        for s in range(0, m, chunk)
+    ]
+    feats = {k: np.concatenate([f[k] for f in parts]) for k in parts[0]}
+    acc = Accumulator()
+    start = 0
+    for b in shard:
+        stop = start + ensemble.block_len(b)
+        acc.add(b, {k: v[start:stop] for k, v in feats.items()})
+        start = stop
+    return acc
 
 
 def _batches(blocks: Sequence[int], lengths: Sequence[int], chunk: int) -> list[list[int]]:
@@ -356,6 +417,9 @@ def measure(
     block_size: int | None = None,
     neurons: int = 4,
     progress: bool | None = None,
+    scheduler: str | Client | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_seconds: float = 60.0,
 ) -> Flow:
     """Measure the theory's fields on ``size`` real networks drawn from ``network``.
 
@@ -381,6 +445,18 @@ def measure(
         Neurons per layer used for the dNTK and ddNTK estimators.
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
+    scheduler : str or distributed.Client, optional
+        Run the ensemble blocks as tasks on this Dask cluster (``"tcp://host:8786"``, or a
+        client); default: in this process.  Same seed, same statistics, bit for bit, for any
+        number of workers (needs ``pip install 'pdlt[dask]'``).
+    checkpoint : path, optional
+        A directory (:class:`~pdlt.empirical.checkpoint.CheckpointDir`) that receives the
+        merged statistics of the completed blocks every ``checkpoint_seconds``, on Ctrl-C and
+        at the end, written atomically.  A run with the same arguments continues from it and
+        ends with the same numbers as an uninterrupted run; the checkpoint of another run
+        (network, inputs, seed, size, fields, ...) is refused with a ValueError.
+    checkpoint_seconds : float
+        Seconds between checkpoint writes (0: after every shard).
 
     Returns
     -------
@@ -396,7 +472,24 @@ def measure(
     if block_size is None:
         block_size = int(min(256, max(1, math.ceil(size / 32))))
     ens = Ensemble(network, int(size), int(seed), block_size, device, dtype)
-    acc, interrupted = accumulate(ens, inp, list(fields), neurons=neurons, progress=progress)
+    fields = list(fields)
+    _groups(fields)
+    _check_widths(network, fields, neurons)  # bad arguments fail before a checkpoint is made
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = CheckpointDir(checkpoint, _manifest(ens, inp, fields, neurons))
+    acc, interrupted = accumulate(
+        ens,
+        inp,
+        fields,
+        neurons=neurons,
+        accumulator=None if ckpt is None else ckpt.load_statistics(),
+        progress=progress,
+        scheduler=scheduler,
+        on_update=None if ckpt is None else ckpt.saver(checkpoint_seconds),
+    )
+    if ckpt is not None:
+        ckpt.save_statistics(acc)
     if len(acc.blocks) < 2:
         raise KeyboardInterrupt if interrupted else ValueError("need at least two blocks")
     values, stderr = estimate_fields(acc, network, list(fields))
@@ -413,6 +506,22 @@ def measure(
         "torch": torch.__version__,
     }
     return Flow(network, inp, values, stderr=stderr, kind="ensemble", meta=meta)
+
+
+def _manifest(ens: Ensemble, inputs: Inputs, fields: Sequence[str], neurons: int) -> dict[str, Any]:
+    """What a checkpoint of :func:`measure` holds: everything its statistics depend on."""
+    return {
+        "run": "ensemble statistics",
+        "network": ens.network.to_dict(),
+        "inputs_sha256": array_digest(inputs.x),
+        "size": ens.size,
+        "seed": int(ens.seed),
+        "block_size": ens.block_size,
+        "fields": sorted(set(fields)),
+        "neurons": neurons,
+        "device": ens.device,
+        "dtype": ens.dtype,
+    }
 
 
 def nlo_metric(

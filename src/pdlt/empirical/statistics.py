@@ -264,15 +264,34 @@ class Accumulator:
         ValueError
             If the accumulators share a block index or hold different features.
         """
+        merged = Accumulator()
+        merged.update(self)
+        merged.update(other)
+        return merged
+
+    def update(self, other: Accumulator) -> None:
+        """Add the blocks of ``other`` to this accumulator, in place.
+
+        The in-place form of :meth:`merge`, for collecting the results of many shards (e.g.
+        one block per task of a distributed run) without copying the blocks already held.
+
+        Parameters
+        ----------
+        other : Accumulator
+            Holds blocks disjoint from this accumulator's; it is unchanged.
+
+        Raises
+        ------
+        ValueError
+            If the accumulators share a block index or hold different features.
+        """
         shared = sorted(set(self._blocks) & set(other._blocks))
         if shared:
             raise ValueError(f"cannot merge accumulators that share blocks {shared}")
-        merged = Accumulator()
-        for source in (self, other):
-            if source._shapes:
-                merged._check_layout(source._shapes)
-            merged._blocks.update((b, moments.copy()) for b, moments in source._blocks.items())
-        return merged
+        if other._shapes:
+            self._check_layout(other._shapes)
+        self._blocks.update((b, moments.copy()) for b, moments in other._blocks.items())
+        self._pooled = None
 
     # ---- inspection ----------------------------------------------------------------------
 

@@ -30,19 +30,24 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .._progress import Progress
 from ..network import Network
+from .distributed import map_shards
 from .ensemble import Ensemble, Params, forward, resolve_dtype
 from .observables import learning_rates
 from .statistics import Accumulator, Estimate
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["TrainingResult", "train", "default_record_steps", "OPTIMIZERS", "LOSSES"]
 
@@ -257,6 +262,19 @@ class _Trainer:
         self.n_train = y.shape[0]
         self.lam = learning_rates(network, network.depth)
 
+    @classmethod
+    def on_device(
+        cls, network: Network, cfg: dict[str, Any], x: np.ndarray, y: np.ndarray
+    ) -> _Trainer:
+        """A trainer with inputs ``x`` and targets ``y`` on ``cfg``'s device and dtype."""
+        dt, dev = resolve_dtype(cfg["dtype"]), torch.device(cfg["device"])
+        return cls(
+            network,
+            cfg,
+            torch.tensor(x, dtype=dt, device=dev),
+            torch.tensor(y, dtype=dt, device=dev),
+        )
+
     def outputs(self, params: Params) -> torch.Tensor:
         return forward(params, self.x, self.network)[-1]
 
@@ -390,6 +408,7 @@ def train(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_seconds: float = 60.0,
     progress: bool | None = None,
+    scheduler: str | Client | None = None,
 ) -> TrainingResult:
     """Train ``size`` networks drawn from ``network`` and record their test predictions.
 
@@ -420,6 +439,13 @@ def train(
         after each chunk of networks and on Ctrl-C.  A checkpoint of another run is refused.
     progress : bool, optional
         Progress bar over networks x steps (default: when stderr is a terminal).
+    scheduler : str or distributed.Client, optional
+        Train the chunks of networks as tasks on this Dask cluster (``"tcp://host:8786"``, or
+        a client); default: in this process.  A chunk is a group of consecutive blocks that
+        fits a memory budget (so small networks train in few chunks), the same in both
+        cases: same seed, same result, bit for bit, for any number of workers.  On a cluster
+        the checkpoint is written after each finished chunk (a chunk restarts from its
+        beginning); a worker lost mid-run has its chunks recomputed.
 
     Returns
     -------
@@ -485,19 +511,13 @@ def train(
     }
     dt = resolve_dtype(dtype)
     dev = torch.device(device)
-    trainer = _Trainer(
-        network,
-        cfg,
-        torch.tensor(x_all, dtype=dt, device=dev),
-        torch.tensor(y, dtype=dt, device=dev),
-    )
+    trainer = _Trainer.on_device(network, cfg, x_all, y)
     chunks = _chunks(ens, optimizer)
     ckpt_path = None if checkpoint is None else Path(checkpoint)
     fp = _fingerprint(cfg, network, [x_all, y])
     saved = _load_checkpoint(ckpt_path, fp) if ckpt_path is not None else None
     done: dict[int, dict[str, np.ndarray]] = {} if saved is None else saved["done"]
     current: dict[str, Any] | None = None if saved is None else saved.get("current")
-    record_set = set(rs.tolist())
     t_start = time.monotonic()
 
     def save(cur: dict[str, Any] | None) -> None:
@@ -509,8 +529,22 @@ def train(
     total_work = size * max(steps_i, 1)
     with Progress(total_work, f"training ({optimizer})", enabled=progress) as bar:
         bar.update(sum(len(c) for i, c in enumerate(chunks) if i in done) * max(steps_i, 1))
+        if scheduler is not None:
+            todo = [ci for ci in range(len(chunks)) if ci not in done]
+            fn = partial(_train_shard, network=network, cfg=cfg, x=x_all, y=y)
+
+            def collect(i: int, out: dict[str, np.ndarray]) -> None:
+                done[todo[i]] = out
+                save(None)
+                bar.update(out["initial"].shape[0] * max(steps_i, 1))
+
+            try:
+                map_shards(fn, [chunks[ci] for ci in todo], collect, scheduler=scheduler)
+            except KeyboardInterrupt:
+                save(None)
+                raise
         last_save = time.monotonic()
-        for ci, blocks in enumerate(chunks):
+        for ci, blocks in enumerate(chunks):  # in this process (on a cluster: all done)
             if ci in done:
                 continue
             m = sum(ens.block_len(b) for b in blocks)
@@ -520,25 +554,19 @@ def train(
             else:
                 state = _initial_state(ens, blocks, optimizer)
             current = None
+
+            def after_step(state: _ChunkState, ci: int = ci, m: int = m) -> None:
+                nonlocal last_save
+                bar.update(m)
+                if ckpt_path is not None and time.monotonic() - last_save > checkpoint_seconds:
+                    save({"chunk": ci, "state": _state_dict(state)})
+                    last_save = time.monotonic()
+
             try:
-                if state.initial is None:
-                    trainer.record(state, keep=0 in record_set)
-                while state.step < steps_i:
-                    trainer.step(state, blocks)
-                    if state.step in record_set:
-                        trainer.record(state)
-                    bar.update(m)
-                    if ckpt_path is not None and time.monotonic() - last_save > checkpoint_seconds:
-                        save({"chunk": ci, "state": _state_dict(state)})
-                        last_save = time.monotonic()
+                done[ci] = _run_chunk(trainer, state, blocks, after_step)
             except KeyboardInterrupt:
                 save({"chunk": ci, "state": _state_dict(state)})
                 raise
-            done[ci] = {
-                "test_outputs": np.stack(state.test_outputs, axis=1),
-                "train_loss": np.stack(state.train_loss, axis=1),
-                "initial": state.initial,
-            }
             save(None)
             last_save = time.monotonic()
 
@@ -600,6 +628,68 @@ def _chunks(ens: Ensemble, optimizer: str) -> list[list[int]]:
             out.append([b])
             count = m
     return out
+
+
+def _run_chunk(
+    trainer: _Trainer,
+    state: _ChunkState,
+    blocks: Sequence[int],
+    after_step: Callable[[_ChunkState], None],
+) -> dict[str, np.ndarray]:
+    """Train one chunk from ``state`` to the last step; its recorded outputs and losses.
+
+    Parameters
+    ----------
+    trainer : _Trainer
+    state : _ChunkState
+        Updated in place (so an interrupted chunk can be saved).
+    blocks : sequence of int
+        The chunk's blocks (they key the SGD mini-batches).
+    after_step : callable
+        Called with the state after every step.
+    """
+    record = set(trainer.cfg["record_steps"])
+    if state.initial is None:
+        trainer.record(state, keep=0 in record)
+    while state.step < trainer.cfg["steps"]:
+        trainer.step(state, blocks)
+        if state.step in record:
+            trainer.record(state)
+        after_step(state)
+    return {
+        "test_outputs": np.stack(state.test_outputs, axis=1),
+        "train_loss": np.stack(state.train_loss, axis=1),
+        "initial": state.initial,
+    }
+
+
+def _train_shard(
+    blocks: Sequence[int],
+    *,
+    network: Network,
+    cfg: dict[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Train one chunk of blocks from initialization (a task of a distributed run).
+
+    Parameters
+    ----------
+    blocks : sequence of int
+    network : Network
+    cfg : dict
+        The run's settings (as built by :func:`train`).
+    x : ndarray, shape (N_A + N_B, n_0)
+        Training then test inputs.
+    y : ndarray, shape (N_A, n_L)
+        Targets.
+    """
+    ens = Ensemble(
+        network, cfg["size"], cfg["seed"], cfg["block_size"], cfg["device"], cfg["dtype"]
+    )
+    trainer = _Trainer.on_device(network, cfg, x, y)
+    state = _initial_state(ens, blocks, cfg["optimizer"])
+    return _run_chunk(trainer, state, blocks, lambda _: None)
 
 
 def _initial_state(ens: Ensemble, blocks: Sequence[int], optimizer: str) -> _ChunkState:
