@@ -15,3 +15,18 @@ def test_learning_rates_example_runs(tmp_path, capsys):
     # the equivalence-principle run reaches a lower loss than the uniform one (book §9.4)
     final = {ln.split()[0]: float(ln.rsplit("->", 1)[1]) for ln in text.splitlines() if "->" in ln}
     assert final["equivalence"] < final["uniform"]
+
+
+def test_finite_width_prediction_example_runs(tmp_path, capsys):
+    mod = runpy.run_path(str(ROOT / "docs" / "examples" / "finite_width_prediction.py"))
+    out = tmp_path / "fw.png"
+    args = ["--out", str(out), "--widths", "24,48", "--ensemble", "8", "--ntk-ensemble", "8"]
+    res = mod["main"](
+        [*args, "--activation", "tanh", "--n-train", "1", "--n-test", "1", "--slow", "0.5"]
+    )
+    text = capsys.readouterr().out
+    assert out.stat().st_size > 1000 and "paired difference" in text
+    assert set(res["results"]) == {24, 48}
+    # the paired runs share their initial networks: the difference is O(1/n), not O(1)
+    for r in res["results"].values():
+        assert abs(r["diff"][0][0, 0]) < 0.2 and r["loss"] < 1e-6
