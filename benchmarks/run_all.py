@@ -11,6 +11,11 @@ Usage::
     python benchmarks/run_all.py            # full benchmarks
     python benchmarks/run_all.py --quick    # each benchmark's --quick mode
     python benchmarks/run_all.py --only ensemble_throughput --out /tmp/bench
+    PDLT_NT_PYTHON=/tmp/ntvenv/bin/python python benchmarks/run_all.py  # with Neural Tangents
+
+``infinite_width_kernels.py`` compares with Neural Tangents, an optional dependency of the
+benchmarks only: it runs NT in the interpreter named by ``PDLT_NT_PYTHON`` (or this one, if
+it can import ``neural_tangents``); without one its NT columns say "not installed".
 
 Writes ``DIR/summary.json`` and ``DIR/summary.md`` (DIR defaults to benchmarks/results/).
 Exit status: 0 if every benchmark succeeded, 1 otherwise.

@@ -5,7 +5,7 @@ are done.
 covariance ``K`` (4.25), for ``d = 1..4`` and any positive semidefinite ``K`` (singular ones
 included: duplicated inputs, zero-norm inputs), vectorized over many covariances at once.
 
-Two entry points:
+Three entry points:
 
 :func:`expect`
     A general integrand ``F`` (a callable on node arrays).
@@ -15,6 +15,12 @@ Two entry points:
     homogeneous (scale-invariant) activations in one and two dimensions, by the exact polar
     method of spec/03 §10 / spec/02 §11.2; polynomials, by Gauss-Hermite rules that are exact
     for their degree -- and quadrature otherwise.
+:func:`pairwise_moments`
+    ``<sigma^{(i)}(z_a) sigma^{(j)}(z_b)>`` for every pair of samples of an ``N x N`` kernel
+    (the kernel and NTK recursions (4.118), (8.63)): arc-cosine closed forms for the
+    scale-invariant family, Mehler's Hermite series with a rigorous tail bound (1e-10 of the
+    kernel scale) for smooth activations, so ``N`` one-dimensional integrals replace ``N^2``
+    two-dimensional ones; pairs neither covers go to :func:`moments`.
 
 Quadrature
 ----------
@@ -54,7 +60,7 @@ from scipy import special
 
 from .activations import Activation
 
-__all__ = ["expect", "moments", "Factor", "DEFAULT_RULE"]
+__all__ = ["expect", "moments", "pairwise_moments", "Factor", "DEFAULT_RULE"]
 
 Factor = tuple[int, int]
 """``(a, k)``: the factor ``sigma^{(k)}(z_a)``; ``k = -1`` means ``z_a`` itself."""
@@ -710,3 +716,416 @@ def _polar(act: Activation, K: np.ndarray, products: Sequence[Sequence[Factor]])
 def _evaluate_raw(fn: Callable, L: np.ndarray, u: np.ndarray) -> np.ndarray:
     z = np.einsum("bkr,bqr->bqk", L, np.broadcast_to(u, (L.shape[0],) + u.shape[1:]))
     return np.asarray(fn(z), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Every pair of samples of a kernel matrix
+# --------------------------------------------------------------------------------------------
+
+_SERIES_TOL = 1e-10
+_SERIES_LADDER = (8, 16, 32, 64, 128, 256)
+_SERIES_FIRST = 64
+_SERIES_MAX_STD = 3.0
+_SERIES_GL_NODES = 16
+_SERIES_U_MAX = 13.0
+_SERIES_PAIRS_PER_CHUNK = 16_384
+_SERIES_BLOCK_ENTRIES = 65_536
+_SERIES_BLOCK_SHARE = 0.99
+
+
+def pairwise_moments(
+    act: Activation, K: np.ndarray, orders: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    r"""``<sigma^{(i)}(z_a) sigma^{(j)}(z_b)>`` for every ordered pair of samples of a kernel.
+
+    The expectation for the pair ``(a, b)`` is over the 2x2 sub-block of ``K`` (4.118), (8.63).
+    All pairs are done at once, by the fastest exact method available:
+
+    * the scale-invariant family (2.13)-(2.14), orders 0 and 1: the closed arc-cosine forms
+      (:func:`_arc_cosine`), exact, the diagonal included (5.60)-(5.62);
+    * other smooth activations (user callables included): Mehler's formula, the Hermite
+      series in the correlation ``rho_ab`` with per-sample coefficients (:func:`_mehler`).
+      Each pair is truncated where a rigorous bound on the remaining tail is below 1e-10 of
+      the kernel scale ``sqrt(<sigma^{(i)2}>_{K_aa} <sigma^{(j)2}>_{K_bb})``; the diagonal is
+      the one-dimensional quadrature on the coefficients' grid (error ~1e-14);
+    * everything else -- kinked activations outside that family, polynomials, samples of zero
+      variance at a kink, and pairs the series does not cover (a variance above
+      ``(3 scale)^2``, or a correlation too close to +-1 for the series to converge within
+      256 terms) -- goes through :func:`moments` on its 1x1 or 2x2 sub-blocks, with the
+      accuracy stated there (1e-10 relative for smooth, 1e-8 for kinked integrands).
+
+    Parameters
+    ----------
+    act : Activation
+    K : array_like, shape (N, N)
+        Symmetric kernel; each 2x2 sub-block must be positive semidefinite.
+    orders : sequence of (int, int)
+        Derivative orders ``(i, j)``, each ``0..3``, of the factors at ``a`` and at ``b``.
+
+    Returns
+    -------
+    ndarray, shape (len(orders), N, N)
+        ``[k, a, b] = <sigma^{(i_k)}_a sigma^{(j_k)}_b>``; the diagonal is the one-dimensional
+        ``<sigma^{(i)} sigma^{(j)}>_{K_aa}``.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"K must have shape (N, N), got {K.shape}")
+    N = K.shape[0]
+    orders = [(int(i), int(j)) for i, j in orders]
+    _check_products(act, [[(0, i), (1, j)] for i, j in orders], 2)
+    var = np.diag(K).copy()
+    std = np.sqrt(np.maximum(var, 0.0))
+    det = _check_pairs(K, var)
+    out = np.full((len(orders), N, N), np.nan)
+    if N > 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(std > 0, 1.0 / std, 0.0)
+            rho = np.clip(K * np.multiply.outer(inv, inv), -1.0, 1.0)
+        if act.scale_invariant is not None and {i for key in orders for i in key} <= {0, 1}:
+            sine = np.minimum(np.sqrt(det) * np.multiply.outer(inv, inv), 1.0)
+            out = _arc_cosine(act, orders, std, rho, sine)
+            zero = std == 0  # sigma' at a kink with zero variance: left to the quadrature
+            out[:, zero, :] = np.nan
+            out[:, :, zero] = np.nan
+        elif (
+            act.smooth
+            and act.polynomial_degree is None
+            and act.homogeneous is None
+            and min(k for key in orders for k in key) >= 0  # z itself (k = -1): quadrature
+        ):
+            out = _mehler(act, orders, std, rho)
+    idx = np.arange(N)
+    lone = np.nonzero(np.isnan(out[:, idx, idx]).any(axis=0))[0]
+    if lone.size:
+        prods = [[(0, i), (0, j)] for i, j in orders]
+        out[:, lone, lone] = moments(act, var[lone, None, None], prods).T
+    missing = np.isnan(out).any(axis=0)
+    a, b = np.nonzero(np.triu(missing | missing.T, 1))
+    if a.size:  # (i, j) at (a, b) and (j, i) at (b, a) from one quadrature of the pair
+        keys = sorted(set(orders) | {(j, i) for i, j in orders})
+        blocks = np.stack([np.stack([K[a, a], K[a, b]], -1), np.stack([K[b, a], K[b, b]], -1)], -2)
+        vals = moments(act, blocks, [[(0, i), (1, j)] for i, j in keys])
+        for k, (i, j) in enumerate(orders):
+            out[k, a, b] = vals[:, keys.index((i, j))]
+            out[k, b, a] = vals[:, keys.index((j, i))]
+    return out
+
+
+def _rows_per_block(N: int) -> int:
+    """Rows of an (N, N) matrix per block, so that a block (~65k entries) stays in cache."""
+    return max(1, _SERIES_BLOCK_ENTRIES // max(N, 1))
+
+
+def _check_pairs(K: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Check that ``K`` is finite and symmetric and every 2x2 sub-block positive semidefinite;
+    return the sub-block determinants ``K_aa K_bb - K_ab^2`` (clipped at 0), shape (N, N)."""
+    if not np.all(np.isfinite(K)):
+        raise ValueError("K contains NaN or infinite entries")
+    if np.any(var < 0):
+        raise ValueError("K has a negative variance on its diagonal; it must be PSD")
+    scale = max(float(np.max(var)), 1e-300)
+    if np.max(np.abs(K - K.T)) > 1e-10 * scale:
+        raise ValueError("K must be symmetric")
+    det = np.multiply.outer(var, var)
+    det -= K * K
+    if np.min(det) < -1e-9 * scale * scale:
+        raise ValueError("a 2x2 sub-block of K is not positive semidefinite")
+    # nearly collinear pairs: redo the cancelling difference with the rounding errors of
+    # both products (Dekker's two-product), so that theta = O(sqrt(det)) keeps its digits
+    a, b = np.nonzero(det < 1e-4 * np.multiply.outer(var, var))
+    if a.size:
+        kab = K[a, b]
+        det[a, b] = (var[a] * var[b] - kab * kab) + (
+            _product_error(var[a], var[b]) - _product_error(kab, kab)
+        )
+    return np.maximum(det, 0.0, out=det)
+
+
+def _product_error(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x y - fl(x y)`` exactly, by Veltkamp splitting (Dekker's two-product)."""
+
+    def split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = 134217729.0 * v  # 2^27 + 1
+        hi = c - (c - v)
+        return hi, v - hi
+
+    xh, xl = split(x)
+    yh, yl = split(y)
+    return ((xh * yh - x * y) + xh * yl + xl * yh) + xl * yl
+
+
+def _arc_cosine(
+    act: Activation,
+    orders: Sequence[tuple[int, int]],
+    std: np.ndarray,
+    rho: np.ndarray,
+    sine: np.ndarray,
+) -> np.ndarray:
+    r"""Closed forms for ``sigma = a_+ z`` (``z >= 0``), ``a_- z`` (``z < 0``), orders 0 and 1.
+
+    With ``theta = arccos(rho)`` and ``J(rho) = [sin(theta) + (pi - theta) rho]/(2 pi)``
+    (the arc-cosine kernel, spec/02 §11.2; (5.60)-(5.62) on the diagonal):
+
+    * ``<sigma_a sigma_b> = s_a s_b [(a_+^2 + a_-^2) J(rho) - 2 a_+ a_- (J(rho) - rho/2)]``;
+    * ``<sigma'_a sigma'_b> = [(a_+^2 + a_-^2)(pi - theta) + 2 a_+ a_- theta]/(2 pi)``;
+    * ``<sigma_a sigma'_b> = s_a (a_+^2 - a_-^2)(1 + rho)/(2 sqrt(2 pi))``.
+
+    Parameters
+    ----------
+    std : ndarray, shape (N,)
+        Standard deviations ``s_a``.
+    rho, sine : ndarray, shape (N, N)
+        ``cos(theta)`` and ``sin(theta) = sqrt(K_aa K_bb - K_ab^2)/(s_a s_b)``, the determinant
+        taken directly so that duplicated inputs get ``theta = 0`` exactly.
+
+    Returns
+    -------
+    ndarray, shape (len(orders), N, N)
+    """
+    assert act.scale_invariant is not None
+    ap, am = act.scale_invariant
+    even, odd = ap * ap + am * am, 2 * ap * am
+    N = len(std)
+    theta = np.zeros((N, N))
+    step = _rows_per_block(N)
+    for r0 in range(0, N, step):  # the upper triangle, then its mirror
+        rows, cols = slice(r0, r0 + step), slice(r0, N)
+        theta[rows, cols] = np.arctan2(sine[rows, cols], rho[rows, cols])
+    theta = np.triu(theta) + np.triu(theta, 1).T
+    out = np.empty((len(orders),) + rho.shape)
+    for k, key in enumerate(orders):
+        if key == (0, 0):  # s_a s_b [(even - odd) J + odd rho/2]
+            J = (math.pi - theta) * rho
+            J += sine
+            J *= (even - odd) / (2 * math.pi)
+            J += (0.5 * odd) * rho
+            out[k] = J * np.multiply.outer(std, std)
+        elif key == (1, 1):
+            out[k] = (even / 2) - ((even - odd) / (2 * math.pi)) * theta
+        else:
+            c = (ap * ap - am * am) / (2 * math.sqrt(2 * math.pi))
+            out[k] = (c * (1 + rho)) * (std[:, None] if key == (0, 1) else std[None, :])
+    return out
+
+
+@lru_cache(maxsize=8)
+def _hermite_functions(M: int, panel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Composite Gauss-Legendre nodes ``u`` and weights ``w`` (Q,) on ``|u| <= 13`` and the
+    Hermite functions ``psi_n(u) = He_n(u) phi(u)^(1/2) /
+    sqrt(n!)`` for ``n = 0..M``, shape (M + 1, Q), by their stable three-term recurrence.
+
+    Since ``|psi_n| < 1`` for every ``n``, an integrand ``f(u) psi_n(u) phi(u)^(1/2)`` is below
+    ``|f| exp(-u^2/4) < 5e-19 |f|`` outside the domain."""
+    P = int(math.ceil(2 * _SERIES_U_MAX / panel))
+    x, wx = _gauss_legendre(_SERIES_GL_NODES)
+    edges = np.linspace(-_SERIES_U_MAX, _SERIES_U_MAX, P + 1)
+    half = 0.5 * (edges[1:] - edges[:-1])[:, None]
+    u = ((edges[1:] + edges[:-1])[:, None] * 0.5 + half * x).reshape(-1)
+    w = (half * wx).reshape(-1)
+    root = np.sqrt(_phi(u))
+    psi = np.empty((M + 1, u.size))
+    psi[0] = root
+    psi[1] = u * root
+    for n in range(1, M):
+        psi[n + 1] = (u * psi[n] - math.sqrt(n) * psi[n - 1]) / math.sqrt(n + 1)
+    return u, w, psi
+
+
+def _hermite_coefficients(
+    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray]]:
+    r"""Normalized Hermite coefficients of ``sigma^{(k)}(s u)``, their tail energies, and the
+    one-dimensional moments ``<sigma^{(i)} sigma^{(j)}>`` of the pairs of orders in ``keys``.
+
+    ``c_n = <sigma^{(k)}(s u) He_n(u)>_u / sqrt(n!)`` for ``n = 0..M``, and
+    ``T_m = <sigma^{(k)}(s u)^2>_u - sum_{n <= m} c_n^2`` (Parseval), by composite
+    Gauss-Legendre with 16 nodes on panels no wider than ``min(1, scale/s, 16/sqrt(4M + 2))``
+    over ``|u| <= 13`` (resolving both sigma and the oscillations of ``psi_M``, 2.5
+    wavelengths per panel at most; a finer rule than :func:`moments` uses in one dimension,
+    error ~1e-14 relative).
+
+    Parameters
+    ----------
+    std : ndarray, shape (n,)
+        Standard deviations ``s = sqrt(K_aa)``.
+
+    Returns
+    -------
+    coef : dict of ndarray, shape (n, M + 1), one per order in ``keys``
+    tail : dict of ndarray, shape (n, M + 2)
+        ``T_m`` for ``m = 0..M``, then the energy ``<sigma^{(k)}(s u)^2>_u`` itself.
+    diag : dict of ndarray, shape (n,)
+        ``<sigma^{(i)}(s u) sigma^{(j)}(s u)>_u`` for ``(i, j)`` in ``keys``.
+    """
+    smax = max(float(np.max(std)), 1e-300)
+    panel = min(1.0, act.scale / smax, 16.0 / math.sqrt(4 * M + 2))
+    u, w, psi = _hermite_functions(M, 2.0 ** math.floor(math.log2(panel)))
+    weight = w * psi[0] ** 2  # Gauss-Legendre weights times phi(u)
+    f = {k: act.derivative(std[:, None] * u, k) for k in sorted({k for ij in keys for k in ij})}
+    coef, tail = {}, {}
+    for k, fk in f.items():
+        c = (fk * (w * psi[0])) @ psi.T
+        energy = (fk * fk) @ weight
+        t = np.maximum(energy[:, None] - np.cumsum(c * c, axis=1), 0.0) + 1e-16 * energy[:, None]
+        coef[k], tail[k] = c, np.concatenate([t, energy[:, None]], axis=1)
+    diag = {(i, j): (f[i] * f[j]) @ weight for i, j in keys}
+    return coef, tail, diag
+
+
+def _mehler(
+    act: Activation, keys: Sequence[tuple[int, int]], std: np.ndarray, rho: np.ndarray
+) -> np.ndarray:
+    r"""Mehler's formula for smooth ``sigma``: the Hermite series in the correlation.
+
+    ``<f(z_a) g(z_b)> = sum_n c_n[f](a) c_n[g](b) rho_ab^n`` with the per-sample coefficients of
+    :func:`_hermite_coefficients` (one-dimensional integrals, so ``N`` quadratures replace
+    ``N^2``).  By Cauchy-Schwarz the tail after ``m`` terms is at most
+    ``|rho|^(m+1) sqrt(T_m[f](a) T_m[g](b))``; a pair is summed to the first ``m`` on the
+    ladder (8, 16, ..., 256) that brings this bound below ``1e-10 sqrt(<f_a^2><g_b^2>)``.
+
+    Coefficients go to ``m = 64`` for every sample with ``s <= 3 scale``.  The upper triangle
+    (``a <= b``, for ``(i, j)`` and ``(j, i)``) is summed in blocks of rows, each to the ``m``
+    that covers 99% of its pairs; the other pairs are summed one by
+    one with coefficients to ``m = 256`` (:func:`_series`), and those that need more still,
+    or involve a sample with ``s > 3 scale``, are left as NaN for the caller.
+
+    Parameters
+    ----------
+    std : ndarray, shape (N,)
+    rho : ndarray, shape (N, N)
+        Correlations ``K_ab / (s_a s_b)`` (0 where a variance vanishes).
+
+    Returns
+    -------
+    ndarray, shape (len(keys), N, N), NaN where the series was not used
+    """
+    N = len(std)
+    with np.errstate(divide="ignore"):
+        log_rho = np.log(np.abs(rho))
+    both = sorted(set(keys) | {(j, i) for i, j in keys})
+    upper = np.full((len(both), N, N), np.nan)  # [(i, j), a, b] for a <= b
+    samples = np.nonzero(std <= _SERIES_MAX_STD * act.scale)[0]
+    coef, ell, diag = _series_coefficients(act, both, std, samples, _SERIES_FIRST)
+    ladder = [m for m in _SERIES_LADDER if m <= _SERIES_FIRST]
+    log_tol = math.log(_SERIES_TOL)
+    pending = []
+    step = _rows_per_block(N)
+    for r0 in range(0, N, step):
+        rows, cols = slice(r0, r0 + step), slice(r0, N)
+        for m in ladder:
+            with np.errstate(invalid="ignore"):
+                ok = (m + 1) * log_rho[rows, cols] + ell[m, rows, None] + ell[m, None, cols]
+                ok = ok <= log_tol
+            if ok.mean() >= _SERIES_BLOCK_SHARE:
+                break
+        block = rho[rows, cols]
+        for q, (i, j) in enumerate(both):
+            ci, cj = coef[i][:, rows], coef[j][:, cols]
+            acc = np.multiply.outer(ci[m], cj[m])
+            for n in range(m - 1, -1, -1):
+                acc *= block
+                acc += np.multiply.outer(ci[n], cj[n])
+            upper[q, rows, cols] = np.where(ok, acc, np.nan)
+        fa, fb = np.nonzero(~ok)
+        pending.append((fa + r0, fb + r0))
+    idx = np.arange(N)
+    for q, key in enumerate(both):  # the diagonal: one-dimensional, on the coefficients' grid
+        upper[q, idx, idx] = diag[key]
+    a = np.concatenate([p[0] for p in pending])
+    b = np.concatenate([p[1] for p in pending])
+    a, b = a[a < b], b[a < b]
+    samples = np.intersect1d(samples, np.union1d(a, b))
+    if samples.size:
+        M = _SERIES_LADDER[-1]
+        coef, ell, _ = _series_coefficients(act, both, std, samples, M)
+        todo = np.arange(len(a))
+        for m in _SERIES_LADDER:
+            with np.errstate(invalid="ignore"):
+                ok = (m + 1) * log_rho[a[todo], b[todo]] + ell[m, a[todo]] + ell[m, b[todo]]
+                ok = ok <= log_tol
+            sel = todo[ok]
+            vals = _series(coef, both, a[sel], b[sel], rho[a[sel], b[sel]], m)
+            upper[:, a[sel], b[sel]] = vals
+            todo = todo[~ok]
+    return np.stack(
+        [_from_upper(upper[both.index(key)], upper[both.index(key[::-1])]) for key in keys]
+    )
+
+
+def _from_upper(upper: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    """The full matrix of ``<f_a g_b>`` from its upper triangle ``upper`` (a <= b) and the
+    upper triangle ``swapped`` of ``<g_a f_b>`` (its transpose is the lower one); shape (N, N).
+    """
+    lower = np.triu(swapped, 1).T
+    return np.where(np.tri(upper.shape[0], k=-1, dtype=bool), lower, upper)
+
+
+def _series_coefficients(
+    act: Activation,
+    keys: Sequence[tuple[int, int]],
+    std: np.ndarray,
+    samples: np.ndarray,
+    M: int,
+) -> tuple[dict[int, np.ndarray], np.ndarray, dict[tuple[int, int], np.ndarray]]:
+    """:func:`_hermite_coefficients` of ``samples`` placed among all ``N`` samples, with the
+    log of the worst normalized tail ``sqrt(T_m / <sigma^{(k)2}>)`` over the orders.
+
+    Returns
+    -------
+    coef : dict of ndarray, shape (M + 1, N)
+        Zero for samples not in ``samples``.
+    ell : ndarray, shape (M + 1, N)
+        ``+inf`` for samples not in ``samples``, ``-inf`` where the tail vanishes.
+    diag : dict of ndarray, shape (N,)
+        One-dimensional moments per key, NaN for samples not in ``samples``.
+    """
+    N = len(std)
+    c, tail, d = _hermite_coefficients(act, std[samples], keys, M)
+    coef = {k: np.zeros((M + 1, N)) for k in c}
+    ell = np.full((M + 1, N), np.inf)
+    ell[:, samples] = -np.inf
+    for k in c:
+        coef[k][:, samples] = c[k].T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(tail[k][:, -1:] > 0, tail[k][:, :-1] / tail[k][:, -1:], 0.0)
+            ell[:, samples] = np.maximum(ell[:, samples], 0.5 * np.log(ratio).T)
+    diag = {key: np.full(N, np.nan) for key in d}
+    for key, v in d.items():
+        diag[key][samples] = v
+    return coef, ell, diag
+
+
+def _series(
+    coef: dict[int, np.ndarray],
+    keys: Sequence[tuple[int, int]],
+    a: np.ndarray,
+    b: np.ndarray,
+    rho: np.ndarray,
+    m: int,
+) -> np.ndarray:
+    """``sum_{n <= m} c_n[i](a) c_n[j](b) rho^n`` by Horner's rule, in cache-sized chunks.
+
+    Parameters
+    ----------
+    coef : dict of ndarray, shape (M + 1, N), M >= m
+    a, b, rho : ndarray, shape (P,)
+        The pairs and their correlations.
+
+    Returns
+    -------
+    ndarray, shape (len(keys), P)
+    """
+    out = np.empty((len(keys), len(a)))
+    ct = {k: c[: m + 1] for k, c in coef.items()}
+    for s in range(0, len(a), _SERIES_PAIRS_PER_CHUNK):
+        ia, ib, r = (x[s : s + _SERIES_PAIRS_PER_CHUNK] for x in (a, b, rho))
+        ga = {k: c[:, ia] for k, c in ct.items()}
+        gb = {k: c[:, ib] for k, c in ct.items()}
+        for q, (i, j) in enumerate(keys):
+            acc = ga[i][m] * gb[j][m]
+            for n in range(m - 1, -1, -1):
+                acc *= r
+                acc += ga[i][n] * gb[j][n]
+            out[q, s : s + len(ia)] = acc
+    return out

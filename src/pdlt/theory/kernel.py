@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..activations import Activation
-from ..gaussian import moments
+from ..gaussian import moments, pairwise_moments
 
 __all__ = [
     "Helpers",
@@ -80,22 +80,10 @@ def mixed_pair_moments(
     -------
     ndarray, shape (len(orders), N, N)
         ``[k, a, b]``; the diagonal ``a = b`` is the one-dimensional ``<sigma^{(i)} sigma^{(j)}>``.
+        Computed by :func:`pdlt.gaussian.pairwise_moments` (closed forms, Mehler series or
+        quadrature per pair).
     """
-    N = K.shape[0]
-    out = np.empty((len(orders), N, N))
-    diag = moments(act, np.diag(K)[:, None, None], [[(0, i), (0, j)] for i, j in orders])
-    out[:, np.arange(N), np.arange(N)] = diag.T
-    if N > 1:
-        a, b = np.triu_indices(N, 1)
-        blocks = np.stack([np.stack([K[a, a], K[a, b]], -1), np.stack([K[b, a], K[b, b]], -1)], -2)
-        # <s^(i)_a s^(j)_b> is the product ((0, i), (1, j)); (b, a) is ((0, j), (1, i))
-        keys = sorted({(i, j) for i, j in orders} | {(j, i) for i, j in orders})
-        off = moments(act, blocks, [[(0, i), (1, j)] for i, j in keys])
-        col = {key: c for c, key in enumerate(keys)}
-        for k, (i, j) in enumerate(orders):
-            out[k, a, b] = off[:, col[(i, j)]]
-            out[k, b, a] = off[:, col[(j, i)]]
-    return out
+    return pairwise_moments(act, np.asarray(K, dtype=np.float64), orders)
 
 
 # --------------------------------------------------------------------------------------------

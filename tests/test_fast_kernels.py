@@ -1,0 +1,202 @@
+"""The fast all-pairs path of :func:`pdlt.gaussian.pairwise_moments` against the exact one.
+
+The reference is the general engine :func:`pdlt.gaussian.moments` on each 2x2 sub-block (the
+quadrature of spec/02 §11 and spec/03 §1, itself tested against closed forms and mpmath in
+``test_gaussian.py``).  The fast path uses the arc-cosine closed forms for the scale-invariant
+family and Mehler's Hermite series (with a rigorous tail bound, falling back to the quadrature
+per pair) for smooth activations.  Accuracy target: 1e-8 of the kernel scale
+``sqrt(<sigma^{(i)2}>_{K_aa} <sigma^{(j)2}>_{K_bb})`` (values like ``<tanh tanh>`` cross zero, so
+a relative error is not meaningful for them).
+"""
+
+from __future__ import annotations
+
+import mpmath as mp
+import numpy as np
+import pytest
+import torch
+
+from pdlt import Network, flow
+from pdlt import gaussian as gaussian_module
+from pdlt.activations import Activation, activation
+from pdlt.gaussian import moments, pairwise_moments
+
+TOL = 1e-8
+
+
+def _inputs(scale: float) -> np.ndarray:
+    """Gram-matrix inputs that stress the fast path: widely different norms, a duplicated
+    input, a nearly collinear pair (1e-7 apart), an antiparallel pair and a zero input."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(7, 4)) * np.array([0.2, 0.5, 1.0, 1.5, 2.5, 1.0, 0.7])[:, None]
+    x = np.vstack([x, x[2], x[3] + 1e-7 * x[0], -x[4], np.zeros(4)])
+    return scale * x @ x.T / 4
+
+
+def _exact(act: Activation, K: np.ndarray, orders: list[tuple[int, int]]) -> np.ndarray:
+    N = K.shape[0]
+    out = np.empty((len(orders), N, N))
+    for a in range(N):
+        for b in range(N):
+            if a == b:
+                prods = [[(0, i), (0, j)] for i, j in orders]
+                out[:, a, a] = moments(act, K[a, a][None, None], prods)
+            else:
+                prods = [[(0, i), (1, j)] for i, j in orders]
+                out[:, a, b] = moments(act, K[np.ix_([a, b], [a, b])], prods)
+    return out
+
+
+def _arc_cosine_mp(act: Activation, K: np.ndarray, orders: list[tuple[int, int]]) -> np.ndarray:
+    """Off-diagonal arc-cosine forms at 40 digits, ``theta`` from the exact determinant of the
+    float entries (the quadrature's Cholesky loses half the digits of a nearly collinear
+    pair, where ``<sigma' sigma'>`` is linear in ``theta``)."""
+    mp.mp.dps = 40
+    ap, am = (mp.mpf(v) for v in act.scale_invariant)
+    N = K.shape[0]
+    out = np.full((len(orders), N, N), np.nan)
+    for a in range(N):
+        for b in range(N):
+            kaa, kbb, kab = (mp.mpf(float(v)) for v in (K[a, a], K[b, b], K[a, b]))
+            if a == b or kaa == 0 or kbb == 0:
+                continue
+            sa, sb = mp.sqrt(kaa), mp.sqrt(kbb)
+            theta = mp.atan2(mp.sqrt(max(kaa * kbb - kab * kab, 0)), kab)
+            rho = mp.cos(theta)
+            J = (mp.sin(theta) + (mp.pi - theta) * rho) / (2 * mp.pi)
+            forms = {
+                (0, 0): sa * sb * ((ap**2 + am**2) * J - 2 * ap * am * (J - rho / 2)),
+                (1, 1): ((ap**2 + am**2) * (mp.pi - theta) + 2 * ap * am * theta) / (2 * mp.pi),
+                (0, 1): sa * (ap**2 - am**2) * (1 + rho) / (2 * mp.sqrt(2 * mp.pi)),
+                (1, 0): sb * (ap**2 - am**2) * (1 + rho) / (2 * mp.sqrt(2 * mp.pi)),
+            }
+            out[:, a, b] = [float(forms[o]) for o in orders]
+    return out
+
+
+def _scale(act: Activation, K: np.ndarray, orders: list[tuple[int, int]]) -> np.ndarray:
+    ks = sorted({k for o in orders for k in o})
+    energy = {k: moments(act, np.diag(K)[:, None, None], [[(0, k), (0, k)]])[:, 0] for k in ks}
+    return np.stack([np.sqrt(np.outer(energy[i], energy[j])) for i, j in orders])
+
+
+def _custom_torch() -> Activation:
+    return Activation.from_callable(lambda z: z * torch.sigmoid(1.702 * z), name="custom")
+
+
+def _custom_numpy() -> Activation:
+    return Activation.from_callable(lambda z: np.tanh(z) + 0.1 * np.sin(z), name="custom_np")
+
+
+CASES = [
+    ("relu", 0.1, [(0, 0), (1, 1), (0, 1), (1, 0)]),
+    ("leaky_relu:0.1", 1.0, [(0, 0), (1, 1), (0, 1), (1, 0)]),
+    ("scale_invariant:1,-0.3", 8.0, [(0, 0), (1, 1), (0, 1)]),
+    ("tanh", 0.05, [(0, 0), (1, 1)]),
+    ("tanh", 1.5, [(0, 0), (1, 1), (2, 0)]),
+    ("gelu", 3.0, [(0, 0), (1, 1), (0, 1)]),
+    ("swish", 1.0, [(0, 0), (1, 1), (3, 1), (2, 2)]),
+    ("custom_torch", 1.0, [(0, 0), (1, 1)]),
+    ("custom_numpy", 0.5, [(0, 0)]),  # its sigma' (Cauchy contours) makes the reference slow
+]
+
+
+def _activation(name: str) -> Activation:
+    if name == "custom_torch":
+        return _custom_torch()
+    if name == "custom_numpy":
+        return _custom_numpy()
+    return activation(name)
+
+
+@pytest.mark.parametrize(("name", "scale", "orders"), CASES)
+def test_fast_path_matches_exact_quadrature(name, scale, orders):
+    act = _activation(name)
+    K = 0.1 * (name not in {"relu", "leaky_relu:0.1"}) + _inputs(scale)
+    fast = pairwise_moments(act, K, orders)
+    exact = _exact(act, K, orders)
+    if act.scale_invariant is not None:
+        closed = _arc_cosine_mp(act, K, orders)
+        exact = np.where(np.isnan(closed), exact, closed)
+    err = np.abs(fast - exact) / np.maximum(_scale(act, K, orders), 1e-300)
+    assert np.max(err) <= TOL, (
+        f"worst error {np.max(err):.2e} at {np.unravel_index(np.argmax(err), err.shape)}"
+    )
+
+
+def _count_fallback(monkeypatch) -> list[int]:
+    """Record how many 2x2 sub-blocks reach the quadrature from ``pairwise_moments``."""
+    calls: list[int] = []
+    real = gaussian_module.moments
+
+    def counting(act, K, products, **kw):
+        K = np.asarray(K)
+        if K.shape[-1] == 2:
+            calls.append(int(np.prod(K.shape[:-2])))
+        return real(act, K, products, **kw)
+
+    monkeypatch.setattr(gaussian_module, "moments", counting)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "swish", "custom_torch"])
+def test_series_covers_moderate_kernels(monkeypatch, name):
+    # at moderate variances (here 0.2..1.1) every pair is summed by the series, duplicated
+    # and antiparallel inputs included: nothing reaches the quadrature
+    act = _activation(name)
+    K = 0.2 + _inputs(0.3)
+    calls = _count_fallback(monkeypatch)
+    pairwise_moments(act, K, [(0, 0), (1, 1)])
+    assert sum(calls) == 0
+
+
+def test_large_variances_fall_back_and_stay_exact(monkeypatch):
+    # tanh at K ~ 50: the Hermite series of a nearly-sign function converges too slowly; those
+    # pairs go to the quadrature (and the result is still exact)
+    act = activation("tanh")
+    K = 0.1 + _inputs(40.0)[np.ix_([0, 2, 4, 7, 9], [0, 2, 4, 7, 9])]  # duplicate, antiparallel
+    calls = _count_fallback(monkeypatch)
+    fast = pairwise_moments(act, K, [(0, 0), (1, 1)])
+    assert sum(calls) > 0
+    monkeypatch.undo()
+    exact = _exact(act, K, [(0, 0), (1, 1)])
+    scale = _scale(act, K, [(0, 0), (1, 1)])
+    assert np.max(np.abs(fast - exact) / scale) <= TOL
+
+
+def test_scale_invariant_needs_no_quadrature_off_the_diagonal(monkeypatch):
+    K = _inputs(1.0)[:-1, :-1]  # no zero-variance input
+    calls = _count_fallback(monkeypatch)
+    pairwise_moments(activation("relu"), K, [(0, 0), (1, 1)])
+    assert sum(calls) == 0
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+def test_flow_K_and_Theta_match_the_exact_recursion(name):
+    # (4.118) and (8.63) iterated with the exact quadrature, against pdlt.flow
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3)) * np.array([0.3, 1.0, 2.0, 1.0, 0.5])[:, None]
+    x[3] = x[1] + 1e-6
+    net = Network(name, depth=4, n_in=3)
+    f = flow(net, x, fields=("K", "Theta"))
+    act = net.activation
+    K = net.C_b[0] + net.C_W[0] * x @ x.T / 3
+    Theta = net.lambda_b[0] + net.lambda_W[0] * x @ x.T / 3
+    for ell in range(1, net.depth):
+        ss, dd = _exact(act, K, [(0, 0), (1, 1)])
+        K, Theta = (
+            net.C_b[ell] + net.C_W[ell] * ss,
+            net.lambda_b[ell] + net.lambda_W[ell] * ss + net.C_W[ell] * dd * Theta,
+        )
+        assert np.allclose(f.K[ell], K, rtol=TOL, atol=TOL * np.max(K))
+        assert np.allclose(f.Theta[ell], Theta, rtol=TOL, atol=TOL * np.max(Theta))
+
+
+def test_invalid_kernels_raise():
+    act = activation("tanh")
+    with pytest.raises(ValueError, match="symmetric"):
+        pairwise_moments(act, np.array([[1.0, 0.5], [0.2, 1.0]]), [(0, 0)])
+    with pytest.raises(ValueError, match="positive semidefinite"):
+        pairwise_moments(act, np.array([[1.0, 2.0], [2.0, 1.0]]), [(0, 0)])
+    with pytest.raises(ValueError, match=r"shape \(N, N\)"):
+        pairwise_moments(act, np.ones((2, 3)), [(0, 0)])
