@@ -23,6 +23,7 @@ own with :func:`register_activation`, or build one from a callable with
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -219,7 +220,11 @@ class Activation:
         >>> float(act.derivative(0.0, 1))
         1.1
         """
+        if not callable(fn):
+            raise TypeError(f"activation {name!r} must be callable, got {type(fn).__name__}")
         kinks = tuple(float(k) for k in kinks)
+        if not all(math.isfinite(k) for k in kinks):
+            raise ValueError(f"kinks must be finite numbers, got {kinks}")
         analytic = None
         if not (scale > 0):
             raise ValueError(f"scale must be positive, got {scale}")
@@ -248,6 +253,7 @@ class Activation:
             auto = [None, None, None]
             torch_fn = None
         else:
+            _check_callable(fn, name)
             raise ValueError(
                 f"cannot differentiate activation {name!r} automatically: write it with torch "
                 "operations (torch.where, torch.tanh, ...), or as a numpy function that accepts "
@@ -267,10 +273,14 @@ class Activation:
         si = _detect_scale_invariance(sigma)
         if si is not None:
             kinks = kinks or ((0.0,) if si[0] != si[1] else ())
+        guarded = [
+            None if d is None else _guarded(d, f"sigma^({k}) of {name!r}")
+            for k, d in enumerate(derivs, start=1)
+        ]
         return cls(
             name=name,
-            sigma=sigma,
-            derivatives=(derivs[0], derivs[1], derivs[2]),
+            sigma=_guarded(sigma, f"activation {name!r}"),
+            derivatives=(guarded[0], guarded[1], guarded[2]),
             torch_fn=torch_fn,
             kinks=kinks,
             scale_invariant=si,
@@ -387,6 +397,47 @@ def _derivatives_at_zero(fn: TorchFn, max_order: int) -> np.ndarray:
             y = torch.zeros(1, dtype=torch.float64)
         out.append(float(y.detach()[0]))
     return np.array(out)
+
+
+def _check_callable(fn: Callable, name: str) -> None:
+    """Raise a ValueError naming the exception when ``fn`` fails on a torch tensor and on a
+    numpy array of z values alike."""
+    errors = []
+    for z in (torch.linspace(-1.0, 1.0, 5, dtype=torch.float64), np.linspace(-1.0, 1.0, 5)):
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn(z)
+            return
+        except Exception as exc:
+            errors.append(exc)
+    exc = errors[0]
+    raise ValueError(f"activation {name!r} raised {type(exc).__name__}: {exc}")
+
+
+def _guarded(fn: ArrayFn, what: str) -> ArrayFn:
+    """``fn`` whose failures become one clear ValueError: an exception it raises, or a
+    non-finite value at a finite ``z`` (the Gaussian integrals would be meaningless)."""
+
+    def guarded(z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float64)
+        try:
+            with np.errstate(all="ignore"):
+                out = np.asarray(fn(z), dtype=np.float64)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+        bad = ~np.isfinite(out) & np.isfinite(z)
+        if np.any(bad):
+            z_bad = float(np.broadcast_to(z, bad.shape)[bad][0])
+            raise ValueError(
+                f"{what} is not finite at z = {z_bad:.6g} ({float(out[bad][0])}); an activation "
+                "and its derivatives must be finite at every finite z"
+            )
+        return out
+
+    return guarded
 
 
 def _check_elementwise(sigma: ArrayFn, name: str) -> None:
@@ -802,8 +853,19 @@ def activation(spec: str | Activation) -> Activation:
         if not all(math.isfinite(a) for a in args):
             raise ValueError(f"activation parameters must be finite numbers, got {spec!r}")
     try:
-        return _REGISTRY[key](*args)
+        act = _REGISTRY[key](*args)
     except TypeError:
         raise ValueError(
             f"wrong number of parameters in {spec!r}; expected {_PARAMS_HELP.get(key, key)}"
         ) from None
+    except ValueError:
+        raise
+    except Exception as exc:  # a registered factory that fails
+        raise ValueError(
+            f"activation {spec!r} could not be built: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(act, Activation):
+        raise ValueError(
+            f"the factory registered for {key!r} returned {type(act).__name__}, not an Activation"
+        )
+    return act

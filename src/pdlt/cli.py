@@ -868,7 +868,66 @@ def _predict_text(
     return "\n".join(lines)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    """The main job: theory and real networks side by side, as an HTML report."""
+    from .report import DEFAULT_SETTINGS, QUICK_SETTINGS, make_report, settings_with
+
+    base = QUICK_SETTINGS if args.quick else DEFAULT_SETTINGS
+    try:
+        acts = None if args.activations is None else tuple(args.activations.split(","))
+        settings = settings_with(
+            base,
+            activations=acts,
+            depth=args.depth,
+            width=args.width,
+            ensemble=args.ensemble,
+            seed=args.seed,
+            device=args.device,
+        )
+        rep = make_report(args.out, settings, progress=None)
+    except (ValueError, ImportError, OSError, RuntimeError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    if args.json:
+        print(json.dumps({"path": str(rep.html), "files": rep.files, "seconds": rep.seconds}))
+        return 0
+    print(f"pdlt report written to {rep.html} ({rep.seconds:.0f} s); numbers in report.json")
+    for act, f in rep.data["depth_flow"].items():
+        comp = f["comparison"]
+        bad = [f"{r['field']}@{r['l']}" for r in comp["rows"] if not r["ok"]]
+        verdict = "agree" if not bad else f"disagree at {', '.join(bad)}"
+        print(f"  {act}: theory and {settings.ensemble} networks {verdict}")
+    return 0
+
+
+def _cmd_aspect_ratio(args: argparse.Namespace) -> int:
+    """Optimal aspect ratio r* = L/n (A.72)-(A.73) and (depth, width) for a budget."""
+    from .information import (
+        aspect_ratio_summary,
+        format_aspect_ratio,
+        information_curve,
+        plot_information_curve,
+    )
+
+    if (args.budget is None) != (args.n_in is None):
+        raise UsageError("give --budget together with --n-in (the input width)")
+    try:
+        summary = aspect_ratio_summary(
+            args.activation, n_out=args.n_out, budget=args.budget, n_in=args.n_in
+        )
+        if args.plot:
+            from .plots import save_atomically
+
+            ax = plot_information_curve(information_curve(args.activation, n_out=args.n_out))
+            save_atomically(ax.figure, args.plot)
+    except (ValueError, ImportError, OSError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    print(json.dumps(summary) if args.json else format_aspect_ratio(summary))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "report": _cmd_report,
+    "aspect-ratio": _cmd_aspect_ratio,
     "learning-rates": _cmd_learning_rates,
     "criticality": _cmd_criticality,
     "flow": _cmd_flow,
@@ -933,6 +992,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pdlt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser(
+        "report",
+        help="the main job: theory against real networks, as an HTML report with figures",
+        description="Computes the universality table, the depth flow of K, V, Theta, A, B, D, "
+        "F, P, Q (theory against measured ensembles) for tanh and ReLU at criticality, the "
+        "optimal aspect ratio, and a trained network's prediction on built-in data, and writes "
+        "DIR/index.html (self-contained), report.json, CSV tables and figures.  A few minutes "
+        "on a 2-core CPU (--quick: about a minute).",
+    )
+    p.add_argument("--out", default="pdlt-report", metavar="DIR", help="folder (pdlt-report)")
+    p.add_argument("--quick", action="store_true", help="smaller networks and ensembles")
+    p.add_argument(
+        "--activations", default=None, help="comma list for the depth flow (default tanh,relu)"
+    )
+    p.add_argument("--depth", type=_positive_int, default=None, help="depth L of the flow")
+    p.add_argument("--width", type=_positive_int, default=None, help="hidden width n")
+    p.add_argument("--ensemble", type=_positive_int, default=None, help="networks M")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser(
+        "aspect-ratio", help="optimal aspect ratio r* = L/n (appendix A) and depth/width choices"
+    )
+    p.add_argument("--activation", required=True)
+    p.add_argument("--n-out", type=_positive_int, default=2, help="output width n_L >= 2")
+    p.add_argument("--budget", type=_positive_int, default=None, help="parameter budget")
+    p.add_argument("--n-in", type=_positive_int, default=None, help="input width (with --budget)")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="information vs r")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("criticality", help="critical initialization and universality class")
     p.add_argument(

@@ -191,8 +191,10 @@ def compare(
         theory.inputs.gram, measured.inputs.gram, rtol=1e-12, atol=1e-14
     ):
         raise ValueError("theory and measurement are for different inputs")
-    if k <= 0 or truncation < 0:
-        raise ValueError("k must be positive and truncation non-negative")
+    if not (math.isfinite(k) and k > 0):
+        raise ValueError(f"k (standard errors allowed) must be a finite number > 0, got {k!r}")
+    if not (math.isfinite(truncation) and truncation >= 0):
+        raise ValueError(f"truncation must be a finite number >= 0, got {truncation!r}")
     names = list(measured.fields if fields is None else fields)
     missing = tuple(f for f in names if f not in theory)
     widths = measured.network.widths

@@ -13,6 +13,7 @@ whose entry ``l - 1`` belongs to layer ``l``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,9 @@ import numpy as np
 from .activations import Activation, activation
 
 __all__ = ["Network", "Inputs", "as_inputs"]
+
+_MAX_DEPTH = 1_000_000
+"""Deepest network accepted: far beyond any trainable depth, small enough to hold in memory."""
 
 
 def _per_layer(value: Any, depth: int, name: str, *, positive: bool = False) -> np.ndarray:
@@ -52,17 +56,36 @@ def _signed_per_layer(value: Any, depth: int, name: str) -> np.ndarray:
     return arr
 
 
+def _whole_number(value: Any, name: str, kind: str) -> int:
+    """``value`` as an int if it is an integral real number (not a bool or a string).
+
+    ``kind`` describes what is allowed, for the messages (e.g. ``"a positive integer"``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
 def _width(value: Any, name: str, *, allow_none: bool) -> int | None:
-    if value is None or (isinstance(value, float) and math.isinf(value)):
+    if value is None or (isinstance(value, float) and value == math.inf):
         if allow_none:
             return None
         raise ValueError(f"{name} must be a positive integer")
-    if isinstance(value, bool) or not float(value).is_integer():
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    n = int(value)
+    n = _whole_number(value, name, "a positive integer")
     if n < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return n
+
+
+def _depth(value: Any) -> int:
+    """The number of layers, an integer in ``1.._MAX_DEPTH``."""
+    kind = f"an integer >= 1 (at most {_MAX_DEPTH:,})"
+    L = _whole_number(value, "depth", kind)
+    if not 1 <= L <= _MAX_DEPTH:
+        raise ValueError(f"depth must be {kind}, got {value!r}")
+    return L
 
 
 class Network:
@@ -123,9 +146,14 @@ class Network:
     ) -> None:
         self._activation = _as_activation(activation)
         if widths is not None:
+            if isinstance(widths, str | bytes):
+                raise TypeError(f"widths must be a sequence of integers, got {widths!r}")
             ws = list(widths)
-            if len(ws) < 2:
-                raise ValueError("widths must list n_0, ..., n_L (at least two entries)")
+            if not 2 <= len(ws) <= _MAX_DEPTH + 1:
+                raise ValueError(
+                    f"widths must list n_0, ..., n_L (at least two entries, at most "
+                    f"{_MAX_DEPTH + 1:,}), got {len(ws)}"
+                )
             n0 = _width(ws[0], "n_0 (input width)", allow_none=True)
             hidden = [
                 _width(w, f"n_{i} (hidden width)", allow_none=True)
@@ -136,9 +164,7 @@ class Network:
         else:
             if depth is None:
                 raise ValueError("give depth (and width), or widths=[n_0, ..., n_L]")
-            if isinstance(depth, bool) or not float(depth).is_integer() or int(depth) < 1:
-                raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-            L = int(depth)
+            L = _depth(depth)
             n = _width(width, "width", allow_none=True)
             n0 = _width(n_in, "n_in", allow_none=True)
             nL = _width(n_out, "n_out", allow_none=False)
@@ -363,13 +389,20 @@ class Inputs:
     """
 
     def __init__(self, x: np.ndarray) -> None:
-        arr = np.asarray(x, dtype=np.float64)
+        arr = _real_array(x)
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
             raise ValueError(f"inputs must have shape (N, n_0) with N, n_0 >= 1, got {arr.shape}")
         if not np.all(np.isfinite(arr)):
             raise ValueError("inputs contain NaN or infinite values")
+        with np.errstate(over="ignore"):
+            norms = np.einsum("ij,ij->i", arr, arr)
+        if not np.all(np.isfinite(norms)):
+            raise ValueError(
+                f"inputs are too large (largest |entry| {np.max(np.abs(arr)):.3g}): their "
+                "squared norms overflow float64; rescale them"
+            )
         arr.setflags(write=False)
         self._x = arr
 
@@ -427,6 +460,24 @@ class Inputs:
         return f"Inputs(N={self.n_inputs}, n_0={self.n_in})"
 
 
+def _real_array(x: Any) -> np.ndarray:
+    """``x`` as a float64 array; complex, non-numeric and ragged data raise."""
+    try:
+        raw = np.asarray(x)
+    except ValueError:  # ragged nested sequences
+        raise ValueError(
+            "inputs must be a rectangular (N, n_0) table of numbers; the rows differ in length"
+        ) from None
+    if np.iscomplexobj(raw):
+        raise TypeError("inputs must be real numbers, got complex values")
+    if raw.dtype.kind not in "biuf" and raw.dtype != object:
+        raise TypeError(f"inputs must be real numbers, got dtype {raw.dtype}")
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"inputs must be real numbers: {exc}") from None
+
+
 def as_inputs(
     network: Network, inputs: np.ndarray | Inputs | None = None, k1: float | None = None
 ) -> Inputs:
@@ -441,7 +492,7 @@ def as_inputs(
         raise ValueError("give exactly one of inputs (an (N, n_0) array) or k1 (K^(1))")
     if k1 is not None:
         return Inputs.from_k1(k1, network)
-    inp = inputs if isinstance(inputs, Inputs) else Inputs(np.asarray(inputs))
+    inp = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
     if network.n_in is not None and inp.n_in != network.n_in:
         raise ValueError(
             f"inputs have dimension {inp.n_in} but the network has n_in = {network.n_in}"

@@ -12,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .compare import Comparison
 
-__all__ = ["plot_comparison", "save_atomically", "LABELS"]
+__all__ = ["plot_comparison", "plot_prediction", "plot_ratios", "save_atomically", "LABELS"]
 
 LABELS: dict[str, str] = {
     "K": r"$K^{(\ell)}$ (4.118)",
@@ -72,6 +72,7 @@ def plot_comparison(
             ax.plot(
                 bad, [m[list(ell).index(b)] for b in bad], "x", color="red", ms=9, label="disagrees"
             )
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel(r"layer $\ell$")
         ax.set_ylabel(LABELS.get(name, name))
         ax.legend(fontsize=8)
@@ -97,3 +98,80 @@ def save_atomically(fig: Any, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def plot_ratios(
+    theory: dict[str, np.ndarray],
+    measured: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    path: str | None = None,
+) -> Any:
+    """The dimensionless finite-width ratios per layer on one axis (9.23)-(9.25), (11.62).
+
+    Parameters
+    ----------
+    theory : dict of ndarray, shape (L,)
+        :func:`pdlt.fluctuation_ratios` of a theory result (``grad_factor`` is skipped).
+    measured : dict of (ndarray, ndarray), optional
+        The same ratios measured, with standard errors, drawn as points with error bars.
+    path : str, optional
+        Save as PNG.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    names = [k for k in theory if k != "grad_factor"]
+    if not names:
+        raise ValueError("nothing to plot: no finite-width ratio in the result")
+    for i, name in enumerate(names):
+        ell = np.arange(1, len(theory[name]) + 1)
+        ax.plot(ell, theory[name], "-", color=f"C{i}", label=name.replace("Theta", "Θ"))
+        if measured is not None and name in measured:
+            m, s = measured[name]
+            ax.errorbar(ell[: len(m)], m, yerr=s, fmt="o", color=f"C{i}", ms=3, capsize=2)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel(r"layer $\ell$")
+    ax.set_ylabel("ratio (lines: theory, points: networks)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    if path is not None:
+        save_atomically(fig, path)
+    return fig
+
+
+def plot_prediction(prediction: dict[str, Any], path: str | None = None) -> Any:
+    """Test predictions: targets, the infinite-width mean (± its spread over networks), the
+    1/n-corrected mean (∞.160) and a trained ensemble's mean (± standard error).
+
+    Parameters
+    ----------
+    prediction : dict
+        With ``y_test``, ``infinite_width_mean``, ``infinite_width_std``,
+        ``finite_width_mean`` (each ``(N_B, 1)``-like lists) and ``ensemble`` (``mean``,
+        ``mean_stderr``, ``size``), as written by ``pdlt report``.
+    path : str, optional
+        Save as PNG.
+    """
+    plt = _pyplot()
+    y = np.asarray(prediction["y_test"], dtype=float)[:, 0]
+    inf = np.asarray(prediction["infinite_width_mean"], dtype=float)[:, 0]
+    std = np.asarray(prediction["infinite_width_std"], dtype=float)
+    fin = np.asarray(prediction["finite_width_mean"], dtype=float)[:, 0]
+    ens = prediction["ensemble"]
+    em = np.asarray(ens["mean"], dtype=float)[:, 0]
+    es = np.asarray(ens["mean_stderr"], dtype=float)[:, 0]
+    b = np.arange(len(y))
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    ax.plot(b - 0.15, y, "kx", ms=8, label="target")
+    ax.errorbar(b, inf, yerr=std, fmt="s", color="C0", capsize=3, label="∞ width (± spread)")
+    ax.plot(b + 0.1, fin, "D", color="C2", label=f"∞ + 1/n, n = {prediction['width']}")
+    ax.errorbar(
+        b + 0.2, em, yerr=es, fmt="o", color="C1", capsize=3, label=f"{ens['size']} trained nets"
+    )
+    ax.set_xticks(b)
+    ax.set_xlabel("test point")
+    ax.set_ylabel("prediction")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_atomically(fig, path)
+    return fig

@@ -4,10 +4,18 @@ Fields are computed on request (``fields=("K", "chi_perp")``) with their depende
 resolved, so nothing is computed twice or needlessly -- the pattern of Neural Tangents'
 ``get=('nngp', 'ntk')``.  Each field's producer is registered in ``_PRODUCERS``; later
 recursions (V, G1, Theta, A, B, D, F, P, Q, R, S, T, U) register theirs the same way.
+
+Before any integral is done, :func:`estimate_work` sizes the request -- the bytes it will hold
+(the four-index fields are ``(L, N, N, N, N)`` arrays) and the number of four-dimensional
+Gaussian integrals, which dominates the time -- and :func:`flow` refuses, with the estimate,
+a request that does not fit in the available memory (or the ``max_memory`` /
+``PDLT_MAX_MEMORY`` limit) instead of crashing part-way.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,11 +26,19 @@ from ..network import Inputs, Network, as_inputs
 from ..results import Flow
 from .ddntk import ddntk_step, require_ddntk
 from .dntk import DntkMoments, dntk_moments, dntk_step
-from .four_point import nlo_metric_step, vertex_step
+from .four_point import _MOMENT_CACHE_SIZE, nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
 from .ntk import ntk_step
 
-__all__ = ["flow", "available_fields", "fluctuation_ratios", "TruncationWarning"]
+__all__ = [
+    "flow",
+    "available_fields",
+    "available_memory",
+    "estimate_work",
+    "fluctuation_ratios",
+    "TruncationWarning",
+    "WorkEstimate",
+]
 
 
 @dataclass
@@ -224,6 +240,7 @@ def flow(
     *,
     k1: float | None = None,
     fields: Sequence[str] = ("K", "chi_parallel", "chi_perp"),
+    max_memory: float | None = None,
 ) -> Flow:
     """Theory predictions, layer by layer.
 
@@ -236,12 +253,24 @@ def flow(
         Instead of ``inputs``: a single input whose first-layer kernel is ``K^(1) = k1``.
     fields : sequence of str
         Which quantities to compute; see :func:`available_fields`.
+    max_memory : float, optional
+        Bytes the computation may use (``math.inf``: no limit).  Default: the environment
+        variable ``PDLT_MAX_MEMORY`` if set, else the memory available now
+        (:func:`available_memory`).
 
     Returns
     -------
     Flow
         ``K`` has shape (L, N, N); ``chi_parallel`` and ``chi_perp`` (L, N);
         ``K_gamma`` (L, 3) for two inputs.
+
+    Raises
+    ------
+    ValueError
+        For unknown fields, bad inputs, or a request whose :func:`estimate_work` exceeds the
+        memory limit (the message gives the estimate and the limit).
+    TypeError
+        If ``network`` is not a :class:`Network` or ``fields`` is a string.
 
     Examples
     --------
@@ -250,14 +279,13 @@ def flow(
     >>> f.single("K").round(6)
     array([1.      , 0.394294, 0.23645 ])
     """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a pdlt.Network, got {type(network).__name__}")
+    fields = _field_names(fields)
     inp = as_inputs(network, inputs, k1)
-    unknown = [f for f in fields if f not in _PRODUCERS]
-    if unknown:
-        raise ValueError(
-            f"unknown field(s) {', '.join(unknown)}; available: {', '.join(available_fields())}"
-        )
     if any(f in "RSTU" for f in fields):
         require_ddntk(network.activation)
+    _check_memory(estimate_work(network, inp, fields=fields), max_memory)
     ctx = _Context(network, inp, {})
     if any(f in _FINITE_WIDTH for f in fields):
         _check_aspect_ratio(network)
@@ -266,6 +294,181 @@ def flow(
     values = {name: ctx.values[name] for name in fields}
     meta = {"quadrature": dict(DEFAULT_RULE), "order": "leading (infinite width)"}
     return Flow(network, inp, values, kind="theory", meta=meta)
+
+
+def _field_names(fields: Sequence[str]) -> tuple[str, ...]:
+    """``fields`` checked: a sequence of known field names (a bare string is refused)."""
+    if isinstance(fields, str):
+        raise TypeError(f"fields must be a sequence of names, e.g. ({fields!r},), not a string")
+    names = tuple(fields)
+    unknown = [repr(f) for f in names if f not in _PRODUCERS]
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {', '.join(unknown)}; available: {', '.join(available_fields())}"
+        )
+    if not names:
+        raise ValueError(f"no fields requested; available: {', '.join(available_fields())}")
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Memory and work, estimated before anything is computed
+# --------------------------------------------------------------------------------------------
+
+_FOUR_INDEX = {"V", "A", "B", "D", "F", "P", "Q", "R", "S", "T", "U"}
+_QUADRATURE_BYTES = 256 * 2**20
+"""The Gaussian engine's chunked quadrature grids (about 150 MB measured, rounded up)."""
+_STEP_COPIES_4 = 32
+"""Temporaries of one step of a four-index recursion, in (N, N, N, N) arrays of 8 bytes."""
+_STEP_COPIES_2 = 16
+"""Temporaries of one step of the kernel recursion, in (N, N) arrays."""
+_ORDERS_PER_LAYER = 8
+"""Most four-point moment tensors one layer's steps ask for (they are cached)."""
+_MEMORY_ENV = "PDLT_MAX_MEMORY"
+
+
+@dataclass(frozen=True)
+class WorkEstimate:
+    """The size of a :func:`flow` request, known before it runs.
+
+    Attributes
+    ----------
+    bytes : int
+        Peak memory: every field computed (dependencies included), the caches of the
+        recursions, one step's temporaries and the quadrature grids.
+    integrals_4d : int
+        Distinct four-dimensional Gaussian integrals (one per set of four distinct inputs and
+        layer, each shared by all its integrands); they dominate the time.
+    fields : tuple of str
+        Every field that will be computed, dependencies included.
+    """
+
+    bytes: int
+    integrals_4d: int
+    fields: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (
+            f"about {_format_bytes(self.bytes)} of memory and {self.integrals_4d:,} "
+            "four-dimensional Gaussian integrals"
+        )
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _closure(names: Sequence[str]) -> tuple[str, ...]:
+    """Every field computed for ``names``: dependencies and the fields produced alongside."""
+    done: dict[str, None] = {}
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        deps, producer = _PRODUCERS[name]
+        for dep in deps:
+            visit(dep)
+        for other, (_, fn) in _PRODUCERS.items():
+            if fn is producer:
+                done[other] = None
+
+    for name in names:
+        visit(name)
+    return tuple(done)
+
+
+def _entries_per_layer(name: str, N: int) -> int:
+    if name in _FOUR_INDEX:
+        return N**4
+    if name in ("chi_parallel", "chi_perp"):
+        return N
+    return 3 if name == "K_gamma" else N * N
+
+
+def estimate_work(
+    network: Network,
+    inputs: np.ndarray | Inputs | None = None,
+    *,
+    k1: float | None = None,
+    fields: Sequence[str] = ("K", "chi_parallel", "chi_perp"),
+) -> WorkEstimate:
+    """Memory and number of four-dimensional integrals that ``flow(...)`` would need.
+
+    Parameters are those of :func:`flow`.  Nothing is integrated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pdlt import Network
+    >>> est = estimate_work(Network("tanh", depth=10, width=100), np.eye(8), fields=("V",))
+    >>> est.integrals_4d  # 9 layer steps times C(8, 4) sets of four inputs
+    630
+    """
+    names = _closure(_field_names(fields))
+    N, L = as_inputs(network, inputs, k1).n_inputs, network.depth
+    stored = sum(L * _entries_per_layer(f, N) for f in names)
+    if _FOUR_INDEX.intersection(names):
+        cached = min(_MOMENT_CACHE_SIZE, _ORDERS_PER_LAYER * (L - 1)) + (L - 1) * ("P" in names)
+        work = (cached + _STEP_COPIES_4) * N**4
+        integrals = (L - 1) * math.comb(N, 4)
+    else:
+        work, integrals = _STEP_COPIES_2 * N * N, 0
+    return WorkEstimate(8 * (stored + work) + _QUADRATURE_BYTES, integrals, names)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable`` of ``/proc/meminfo``, else the free
+    physical pages of ``os.sysconf``); ``None`` where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _memory_limit(max_memory: float | None) -> tuple[float | None, str]:
+    """The byte limit and where it came from: ``max_memory``, ``PDLT_MAX_MEMORY``, or the
+    memory available now."""
+    if max_memory is not None:
+        source = "the limit max_memory"
+        value: float = max_memory
+    elif os.environ.get(_MEMORY_ENV):
+        source = f"the limit {_MEMORY_ENV}"
+        try:
+            value = float(os.environ[_MEMORY_ENV])
+        except ValueError:
+            raise ValueError(
+                f"{_MEMORY_ENV} must be a number of bytes (e.g. 8e9, or inf for no limit), "
+                f"got {os.environ[_MEMORY_ENV]!r}"
+            ) from None
+    else:
+        return available_memory(), "available"
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"{source} must be a positive number of bytes, got {value!r}")
+    return value, source
+
+
+def _check_memory(estimate: WorkEstimate, max_memory: float | None) -> None:
+    """Refuse, with the estimate, a request that would not fit in memory."""
+    limit, source = _memory_limit(max_memory)
+    if limit is None or estimate.bytes <= limit:
+        return
+    have = "is available" if source == "available" else f"is {source}"
+    raise ValueError(
+        f"this flow needs {estimate} ({', '.join(estimate.fields)}), but only "
+        f"{_format_bytes(limit)} {have}: use fewer inputs, layers or fields, or allow more "
+        f"with flow(..., max_memory=BYTES) or {_MEMORY_ENV}=BYTES"
+    )
 
 
 _FINITE_WIDTH = {"V", "G1", "A", "B", "D", "F", "P", "Q", "R", "S", "T", "U"}

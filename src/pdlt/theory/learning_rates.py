@@ -16,6 +16,7 @@ contribute equally to the NTK, with ``Theta^(L) = O(1)`` in depth (9.94)-(9.96):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,10 +81,14 @@ def equivalence_principle(
     ------
     ValueError
         For an activation without a K*=0 or scale-invariant criticality (the book gives the
-        principle for those two classes only).
+        principle for those two classes only), a depth below 1, or a negative or non-finite
+        overall learning rate.
     """
-    if depth < 1:
-        raise ValueError("depth must be >= 1")
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    for name, value in (("lambda_b", lambda_b), ("lambda_W", lambda_W)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     crit = criticality(act)
     ell = np.arange(1, depth + 1, dtype=np.float64)
     L = float(depth)
