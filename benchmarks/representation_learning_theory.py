@@ -4,7 +4,9 @@ For N inputs and a depth-L network this times ``pdlt.flow(..., fields=P,Q,R,S,T,
 also computes what they need: K, Theta, B, F) at every layer, with the Gaussian engine's
 accuracy (about 1e-10 relative in one and two dimensions, 1e-8..1e-10 in three and four), and
 splits the time into the four-point Gaussian expectations (``four_point_moments``, one shared
-integration per layer) and the rest.  For scale: measuring the same tensors on real networks
+integration per layer) and the rest.  Wall time and the process's CPU time are both recorded:
+run single-threaded (OMP_NUM_THREADS=1), the CPU time is what the work costs on one idle core
+even when the machine is shared.  For scale: measuring the same tensors on real networks
 costs a per-network ddNTK of ``(m N)^2`` Hessian-vector products per layer, and an ensemble
 needs ``M ~ 1/eps^2`` networks for relative precision ``eps`` (spec/07 §12.2) -- see
 ``finite_width_theory.py`` for that comparison on V and G1.
@@ -47,9 +49,9 @@ def run(activation: str, N: int, depth: int) -> dict[str, object]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             pdlt.flow(net, x, fields=("P", "Q", "R", "S", "T", "U"))
-            total = time.perf_counter() - t0
+            total, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         four_point._integrate_four_point = original  # type: ignore[assignment]
     return {
@@ -57,6 +59,7 @@ def run(activation: str, N: int, depth: int) -> dict[str, object]:
         "N": N,
         "depth": depth,
         "theory_s": total,
+        "theory_cpu_s": cpu,
         "four_point_moments_s": spent[0],
         "per_layer_s": total / (depth - 1),
     }
@@ -70,13 +73,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     N, depth = (4, 6) if args.quick else (8, 20)
     results = [run(a, N, depth) for a in args.activations.split(",")]
-    head = ["activation", "N", "L", "P..U theory s", "of which 4-point integrals s", "s/layer"]
+    head = [
+        "activation",
+        "N",
+        "L",
+        "P..U theory s",
+        "CPU s",
+        "of which 4-point integrals s",
+        "s/layer",
+    ]
     body = [
         [
             r["activation"],
             r["N"],
             r["depth"],
             f"{r['theory_s']:.3g}",
+            f"{r['theory_cpu_s']:.3g}",
             f"{r['four_point_moments_s']:.3g}",
             f"{r['per_layer_s']:.3g}",
         ]
