@@ -149,24 +149,8 @@ def test_cli_bad_arguments(capsys, argv, message):
         ("cube.npy", "2-D table"),
         ("strings.npy", "numbers"),
         ("huge.npy", "too large"),
-        pytest.param(
-            "empty.csv",
-            "N, n_0 >= 1",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cli.load_inputs lets numpy's 'input contained no data' "
-                "UserWarning through to stderr (a second line)",
-            ),
-        ),
-        pytest.param(
-            "complex.npy",
-            "real numbers",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cli.load_inputs casts complex to float64, discarding the "
-                "imaginary part with a ComplexWarning, and runs",
-            ),
-        ),
+        ("empty.csv", "N, n_0 >= 1"),
+        ("complex.npy", "real numbers"),
     ],
 )
 def test_cli_bad_input_files(capsys, files, name, message):
@@ -182,16 +166,7 @@ def test_cli_bad_input_files(capsys, files, name, message):
         ("good.npy", "cube.npy", "2-D table"),
         ("good.npy", "two.csv", "needs 3 input columns"),
         ("missing.csv", "good.npy", "does not exist"),
-        pytest.param(
-            "empty.csv",
-            "good.npy",
-            "non-empty",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cli._load_table lets numpy's 'input contained no data' "
-                "UserWarning through to stderr (a second line)",
-            ),
-        ),
+        ("empty.csv", "good.npy", "non-empty"),
     ],
 )
 def test_cli_predict_bad_data_leaves_no_out_file(capsys, files, train, test, message):
@@ -236,11 +211,6 @@ def test_cli_refuses_a_flow_too_big_for_memory(capsys, files, monkeypatch):
     assert "needs about" in err and "PDLT_MAX_MEMORY" in err and "977 KiB" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli compare checks --k/--truncation only after measuring the ensemble, so a bad "
-    "value costs the whole run or is masked by another error",
-)
 @pytest.mark.parametrize("option, value", [("--k", "nan"), ("--truncation", "-1")])
 def test_cli_compare_checks_tolerances_first(capsys, monkeypatch, option, value):
     def no_measuring(*args, **kwargs):
@@ -258,12 +228,10 @@ HUGE_REASON = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=HUGE_REASON)
 def test_cli_measure_refuses_an_ensemble_too_big_for_memory(capsys):
     assert "memory" in cli_error(capsys, ["measure", *HUGE, "--fields", "K"])
 
 
-@pytest.mark.xfail(strict=True, reason=HUGE_REASON, raises=(RuntimeError, AssertionError))
 def test_measure_refuses_an_ensemble_too_big_for_memory():
     with pytest.raises(ValueError, match="memory"):
         pdlt.measure(pdlt.Network("tanh", depth=3, width=10**7), k1=1.0, size=2, fields=("K",))

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,32 +78,48 @@ def _seconds(text: str) -> float:
     return v
 
 
-def load_inputs(path: str) -> Inputs:
-    """Read inputs, one per row, from a ``.npy`` or ``.csv`` file."""
+def _read_numbers(path: str, what: str) -> np.ndarray:
+    """The array of real numbers in a ``.npy`` or ``.csv`` file, as float64.
+
+    Raises
+    ------
+    UsageError
+        Missing, unreadable, empty, non-numeric or complex data (one line, naming ``what``).
+    """
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"inputs file {path!r} does not exist")
+        raise UsageError(f"{what} file {path!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix not in (".npy", ".csv", ".txt"):
+        raise UsageError(f"{what} file {path!r} must be .npy or .csv (one row per data point)")
     try:
-        if p.suffix.lower() == ".npy":
-            arr = np.load(p, allow_pickle=False)
-        elif p.suffix.lower() in (".csv", ".txt"):
-            arr = np.loadtxt(p, delimiter=",", ndmin=2)
-        else:
-            raise UsageError(f"inputs file {path!r} must be .npy or .csv (one input per row)")
-    except UsageError:
-        raise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. numpy's "input contained no data"
+            if suffix == ".npy":
+                arr = np.asarray(np.load(p, allow_pickle=False))
+            else:
+                arr = np.loadtxt(p, delimiter=",", ndmin=2)
     except Exception as exc:  # a corrupt or foreign file
-        raise UsageError(f"cannot read inputs from {path!r}: {exc}") from None
-    if not np.issubdtype(np.asarray(arr).dtype, np.number):
-        raise UsageError(f"inputs in {path!r} must be numbers")
-    arr = np.asarray(arr, dtype=np.float64)
+        raise UsageError(
+            f"cannot read {what} file {path!r}: {' '.join(str(exc).split())}"
+        ) from None
+    if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
+        raise UsageError(f"{what} file {path!r} must hold real numbers, got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise UsageError(f"{what} file {path!r} is empty: need a non-empty table (N, n_0 >= 1)")
+    return arr.astype(np.float64)
+
+
+def load_inputs(path: str) -> Inputs:
+    """Read inputs, one per row, from a ``.npy`` or ``.csv`` file."""
+    arr = _read_numbers(path, "inputs")
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
         raise UsageError(f"inputs in {path!r} must be a 2-D table (N, n_0), got shape {arr.shape}")
     try:
         return Inputs(arr)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise UsageError(f"inputs in {path!r}: {exc}") from None
 
 
@@ -337,6 +354,11 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    # the tolerances are checked before the (long) measurement
+    if not (math.isfinite(args.k) and args.k > 0):
+        raise UsageError(f"--k must be a finite number > 0 (standard errors), got {args.k}")
+    if not (math.isfinite(args.truncation) and args.truncation >= 0):
+        raise UsageError(f"--truncation must be a finite number >= 0, got {args.truncation}")
     net, inputs, measured = _measure_from_args(args)
     theory_fields = [f for f in measured.fields if f in available_fields()]
     if "K" in theory_fields and net.finite_width:
@@ -400,24 +422,7 @@ def _load_table(path: str, what: str) -> np.ndarray:
     UsageError
         Missing, unreadable, non-numeric or non-finite data.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{what} file {path!r} does not exist")
-    suffix = p.suffix.lower()
-    if suffix not in (".npy", ".csv", ".txt"):
-        raise UsageError(f"{what} file {path!r} must be .npy or .csv (one row per data point)")
-    try:
-        if suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
-        else:
-            arr = np.loadtxt(p, delimiter=",", ndmin=2)
-    except Exception as exc:  # a corrupt or foreign file
-        msg = " ".join(str(exc).split())
-        raise UsageError(f"cannot read {what} file {path!r}: {msg}") from None
-    arr = np.asarray(arr)
-    if not np.issubdtype(arr.dtype, np.number):
-        raise UsageError(f"{what} file {path!r} must hold numbers")
-    arr = arr.astype(np.float64)
+    arr = _read_numbers(path, what)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -605,8 +610,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     With ``--ensemble M`` also trains ``M`` real networks of width ``--width`` by full-batch GD
     (:func:`pdlt.train`, the learning-rate tensor (8.6)) and reports their mean and spread.
     """
-    import warnings
-
     from .learning import bayes_learning_rates, bias_variance, kernel_prediction, posterior
     from .theory.flow import flow
 

@@ -552,7 +552,7 @@ def _eliminated(act: Activation, K: np.ndarray, products: Sequence[Sequence[Fact
     with np.errstate(all="ignore"):
         prec = np.diagonal(np.linalg.pinv(K, hermitian=True), axis1=1, axis2=2)
         cond = np.where(prec > 0, 1.0 / prec, 0.0)
-    e_all = np.argmax(cond / np.maximum(np.diagonal(K, axis1=1, axis2=2), 1e-300), axis=1)
+        e_all = np.argmax(cond / np.maximum(np.diagonal(K, axis1=1, axis2=2), 1e-300), axis=1)
     ok = cond[np.arange(B), e_all] > _MIN_CONDITIONAL_STD**2 * K[np.arange(B), e_all, e_all]
     lam = np.linalg.eigvalsh(K)
     ok &= lam[:, 0] > 1e-10 * np.maximum(lam[:, -1], 1e-300)  # singular K: the full rule

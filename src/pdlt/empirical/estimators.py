@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .._memory import require_memory
 from .._progress import Progress
 from ..network import Inputs, Network, as_inputs
 from ..results import Flow
@@ -188,6 +189,20 @@ def _features(
                             torch.einsum(f"{spec},jk->mabcd", t, off) / norm
                         )
     return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in feats.items()}
+
+
+def require_ensemble_memory(network: Network, networks: int, dtype: str) -> None:
+    """Refuse, with the estimate, an ensemble whose block of ``networks`` networks would not fit
+    in memory: parameters, their gradients and a workspace of the same size (float32: 4 bytes,
+    float64: 8 per number)."""
+    widths = [int(n) for n in network.widths]  # type: ignore[arg-type]
+    params = sum(widths[i] * (widths[i - 1] + 1) for i in range(1, len(widths)))
+    itemsize = 4 if str(dtype).endswith("32") else 8
+    require_memory(
+        3.0 * networks * params * itemsize,
+        f"a block of {networks} networks with widths {tuple(widths)} ({params:,} parameters each)",
+        "use smaller widths (or a smaller block_size)",
+    )
 
 
 def _chunk_size(network: Network, n_inputs: int, groups: set[str], neurons: int) -> int:
@@ -472,6 +487,7 @@ def measure(
     if block_size is None:
         block_size = int(min(256, max(1, math.ceil(size / 32))))
     ens = Ensemble(network, int(size), int(seed), block_size, device, dtype)
+    require_ensemble_memory(network, block_size, dtype)
     fields = list(fields)
     _groups(fields)
     _check_widths(network, fields, neurons)  # bad arguments fail before a checkpoint is made

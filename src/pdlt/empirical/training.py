@@ -43,6 +43,7 @@ from .._progress import Progress
 from ..network import Network
 from .distributed import map_shards
 from .ensemble import Ensemble, Params, forward, resolve_dtype
+from .estimators import require_ensemble_memory
 from .observables import learning_rates
 from .statistics import Accumulator, Estimate
 
@@ -494,6 +495,7 @@ def train(
         raise ValueError("Adam needs 0 <= beta1, beta2 < 1 and eps > 0")
 
     ens = Ensemble(network, size, int(seed), block_size, device, dtype)
+    require_ensemble_memory(network, block_size, dtype)
     cfg = {
         "optimizer": optimizer,
         "loss": loss,

@@ -15,12 +15,12 @@ a request that does not fit in the available memory (or the ``max_memory`` /
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._memory import MEMORY_ENV, available_memory, format_bytes, memory_limit
 from ..gaussian import DEFAULT_RULE
 from ..network import Inputs, Network, as_inputs
 from ..results import Flow
@@ -324,7 +324,6 @@ _STEP_COPIES_2 = 16
 """Temporaries of one step of the kernel recursion, in (N, N) arrays."""
 _ORDERS_PER_LAYER = 8
 """Most four-point moment tensors one layer's steps ask for (they are cached)."""
-_MEMORY_ENV = "PDLT_MAX_MEMORY"
 
 
 @dataclass(frozen=True)
@@ -349,17 +348,9 @@ class WorkEstimate:
 
     def __str__(self) -> str:
         return (
-            f"about {_format_bytes(self.bytes)} of memory and {self.integrals_4d:,} "
+            f"about {format_bytes(self.bytes)} of memory and {self.integrals_4d:,} "
             "four-dimensional Gaussian integrals"
         )
-
-
-def _format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _closure(names: Sequence[str]) -> tuple[str, ...]:
@@ -420,54 +411,16 @@ def estimate_work(
     return WorkEstimate(8 * (stored + work) + _QUADRATURE_BYTES, integrals, names)
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available now (``MemAvailable`` of ``/proc/meminfo``, else the free
-    physical pages of ``os.sysconf``); ``None`` where neither can be read."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _memory_limit(max_memory: float | None) -> tuple[float | None, str]:
-    """The byte limit and where it came from: ``max_memory``, ``PDLT_MAX_MEMORY``, or the
-    memory available now."""
-    if max_memory is not None:
-        source = "the limit max_memory"
-        value: float = max_memory
-    elif os.environ.get(_MEMORY_ENV):
-        source = f"the limit {_MEMORY_ENV}"
-        try:
-            value = float(os.environ[_MEMORY_ENV])
-        except ValueError:
-            raise ValueError(
-                f"{_MEMORY_ENV} must be a number of bytes (e.g. 8e9, or inf for no limit), "
-                f"got {os.environ[_MEMORY_ENV]!r}"
-            ) from None
-    else:
-        return available_memory(), "available"
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"{source} must be a positive number of bytes, got {value!r}")
-    return value, source
-
-
 def _check_memory(estimate: WorkEstimate, max_memory: float | None) -> None:
     """Refuse, with the estimate, a request that would not fit in memory."""
-    limit, source = _memory_limit(max_memory)
+    limit, source = memory_limit(max_memory)
     if limit is None or estimate.bytes <= limit:
         return
     have = "is available" if source == "available" else f"is {source}"
     raise ValueError(
         f"this flow needs {estimate} ({', '.join(estimate.fields)}), but only "
-        f"{_format_bytes(limit)} {have}: use fewer inputs, layers or fields, or allow more "
-        f"with flow(..., max_memory=BYTES) or {_MEMORY_ENV}=BYTES"
+        f"{format_bytes(limit)} {have}: use fewer inputs, layers or fields, or allow more "
+        f"with flow(..., max_memory=BYTES) or {MEMORY_ENV}=BYTES"
     )
 
 
