@@ -1,7 +1,10 @@
 """The documentation's worked examples stay runnable (small sizes)."""
 
+import re
 import runpy
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,3 +33,19 @@ def test_finite_width_prediction_example_runs(tmp_path, capsys):
     # the paired runs share their initial networks: the difference is O(1/n), not O(1)
     for r in res["results"].values():
         assert abs(r["diff"][0][0, 0]) < 0.2 and r["loss"] < 1e-6
+
+
+def _python_blocks(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("page", ["guide.md", "torch.md"])
+def test_markdown_examples_run(page, capsys):
+    """Every python block of the docs page runs, top to bottom in one namespace (examples
+    carry their own asserts against closed forms and the book's values)."""
+    blocks = _python_blocks(ROOT / "docs" / page)
+    assert blocks, f"no python examples in {page}"
+    namespace: dict = {"__name__": "__docs__"}
+    for block in blocks:
+        exec(compile(block, str(ROOT / "docs" / page), "exec"), namespace)
