@@ -378,3 +378,28 @@ def test_nlo_metric_fit_across_widths():
     assert np.all(np.abs(f.G1) <= 4.5 * f.stderr("G1") + 1e-12)
     assert np.all(np.abs(f.K - K) <= 4.5 * f.stderr("K") + 1e-12)
     assert f.meta["dof"] == 1
+
+
+def test_compare_judges_a_vanishing_leading_order_by_its_family():
+    """ReLU's P is 0 at leading order (spec/06 §3.7) while networks show an O(l/n) value (the
+    numbers below are those measured by ``pdlt report`` at n = 32, layer 3: P ~ 0.53 +- 0.06
+    with Q ~ 16).  The truncation allowance takes P's scale from its family (P, Q; (11.62)),
+    so that value passes, while a P as large as Q itself still fails."""
+    from pdlt.network import Inputs
+    from pdlt.results import Flow
+
+    net = Network("relu", depth=3, width=32, n_in=1)
+    inp = Inputs(np.ones((1, 1)))
+    shape = (3, 1, 1, 1, 1)
+    Q = np.zeros(shape)
+    Q[:, 0, 0, 0, 0] = [0.0, 4.0, 16.0]
+    theory = Flow(net, inp, {"P": np.zeros(shape), "Q": Q})
+
+    def measured(p3: float) -> Flow:
+        P = np.zeros(shape)
+        P[2] = p3
+        err = np.full(shape, 0.06)
+        return Flow(net, inp, {"P": P, "Q": Q}, stderr={"P": err, "Q": err}, kind="measured")
+
+    assert compare(theory, measured(0.53)).row("P", 3).ok  # 3 (3/32) 16 = 4.5 allowed
+    assert not compare(theory, measured(16.0)).row("P", 3).ok
