@@ -182,3 +182,27 @@ def test_flow_ntk_fields(capsys):
     layers = json.loads(out)["layers"]
     # (9.44): Theta = l (lambda_b + lambda_W X) at criticality with K^(1) = 1 = 2 X
     assert layers["Theta"] == pytest.approx([1.5, 3.0, 4.5])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["flow", "--activation", "tanh", "--depth", "3", "--width", "20", "--fields", "K,V"],
+        ["measure", "--activation", "relu", "--depth", "2", "--width", "4", "--ensemble", "8"],
+        ["predict", "--activation", "tanh", "--depth", "2"],
+        ["aspect-ratio", "--activation", "tanh"],
+    ],
+)
+def test_every_command_plots(capsys, tmp_path, argv):
+    """--plot writes a figure (PNG signature) for flow, measure, predict and aspect-ratio, and
+    an unwritable --plot fails before any work with one line and exit status 2."""
+    pytest.importorskip("matplotlib")
+    if argv[0] == "predict":
+        pytest.importorskip("sklearn")
+    png = tmp_path / "fig.png"
+    code, _, err = run(capsys, *argv, "--plot", str(png))
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad in (str(tmp_path / "missing" / "f.png"), str(tmp_path / "f.txt")):
+        code, _, err = run(capsys, *argv, "--plot", bad)
+        assert code == 2 and err.count("\n") == 1 and "--plot" in err

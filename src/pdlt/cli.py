@@ -262,10 +262,32 @@ def _criticality_text(c: Criticality) -> str:
     return "\n".join(lines)
 
 
+def _check_plot_path(path: str | None) -> None:
+    """Fail before the work when ``--plot`` cannot be written (format, missing folder)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"--plot must name a .png, .pdf or .svg file, got {path!r}")
+    if not p.parent.is_dir():
+        raise UsageError(f"--plot: the folder {str(p.parent)!r} does not exist")
+
+
+def _save_plot(path: str | None, draw: Callable[[str], Any]) -> None:
+    """Draw and save a figure for ``--plot`` (atomically), with one-line errors."""
+    if path is None:
+        return
+    try:
+        draw(path)
+    except (ImportError, ValueError, OSError) as exc:
+        raise UsageError(f"cannot write the plot {path!r}: {exc}") from None
+
+
 def _cmd_flow(args: argparse.Namespace) -> int:
     inputs = inputs_from_args(args)
     net = network_from_args(args, inputs)
     fields = args.fields.split(",") if args.fields else ["K", "chi_parallel", "chi_perp"]
+    _check_plot_path(args.plot)
     try:
         if inputs is None:
             result = flow(net, k1=1.0 if args.k1 is None else args.k1, fields=fields)
@@ -273,6 +295,7 @@ def _cmd_flow(args: argparse.Namespace) -> int:
             result = flow(net, inputs, fields=fields)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _save_plot(args.plot, result.plot)
     if args.json:
         out = result.to_dict()
         crit = criticality(net.activation)
@@ -338,7 +361,9 @@ def _resume_hint(checkpoint: str) -> str:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
+    _check_plot_path(args.plot)
     _, _, result = _measure_from_args(args)
+    _save_plot(args.plot, result.plot)
     if result.meta.get("interrupted"):
         print(f"pdlt: interrupted; results from {result.meta['size']} networks", file=sys.stderr)
     if args.json:
@@ -355,6 +380,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     # the tolerances are checked before the (long) measurement
+    _check_plot_path(args.plot)
     if not (math.isfinite(args.k) and args.k > 0):
         raise UsageError(f"--k must be a finite number > 0 (standard errors), got {args.k}")
     if not (math.isfinite(args.truncation) and args.truncation >= 0):
@@ -368,11 +394,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         result = compare(theory, measured, k=args.k, truncation=args.truncation)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.plot:
-        try:
-            result.plot(args.plot)
-        except (ImportError, ValueError, OSError) as exc:
-            raise UsageError(f"cannot write the plot {args.plot!r}: {exc}") from None
+    _save_plot(args.plot, result.plot)
     if args.json:
         print(result.to_json())
     else:
@@ -658,6 +680,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--eta must be finite and > 0, got {args.eta}")
     checkpoint_seconds = _check_distributed_args(args)
     out_format = _check_out_path(args.out)
+    _check_plot_path(args.plot)
     data = _predict_data(args)
     net = network_from_args(args, Inputs(data.x_train))
     theory_net = net.replace(width=None) if net.finite_width else net
@@ -760,6 +783,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "seconds": result.meta["seconds"],
             **_ensemble_summary(result),
         }
+    _save_plot(args.plot, lambda path: _plot_prediction(out, args.width, path))
     if args.out is not None:
         text = json.dumps(out) + "\n" if out_format == "json" else _predict_csv(out)
         _write_atomic(args.out, text)
@@ -791,6 +815,22 @@ def _training_checkpoint(
         return CheckpointDir(args.checkpoint, manifest)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _plot_prediction(out: dict[str, Any], width: int | None, path: str) -> None:
+    """``predict --plot``: the first output per test point (see :func:`plots.plot_prediction`)."""
+    from .plots import plot_prediction
+
+    fw = out.get("finite_width")
+    data = {
+        "infinite_width_mean": out["mean"],
+        "infinite_width_std": out["std"],
+        "y_test": out.get("y_test"),
+        "finite_width_mean": None if fw is None else fw["mean"],
+        "width": width,
+        "ensemble": out.get("ensemble"),
+    }
+    plot_prediction(data, path)
 
 
 def _predict_text(
@@ -913,17 +953,21 @@ def _cmd_aspect_ratio(args: argparse.Namespace) -> int:
 
     if (args.budget is None) != (args.n_in is None):
         raise UsageError("give --budget together with --n-in (the input width)")
+    _check_plot_path(args.plot)
     try:
         summary = aspect_ratio_summary(
             args.activation, n_out=args.n_out, budget=args.budget, n_in=args.n_in
         )
-        if args.plot:
-            from .plots import save_atomically
-
-            ax = plot_information_curve(information_curve(args.activation, n_out=args.n_out))
-            save_atomically(ax.figure, args.plot)
     except (ValueError, ImportError, OSError) as exc:
         raise UsageError(" ".join(str(exc).split())) from None
+
+    def draw(path: str) -> None:
+        from .plots import save_atomically
+
+        ax = plot_information_curve(information_curve(args.activation, n_out=args.n_out))
+        save_atomically(ax.figure, path)
+
+    _save_plot(args.plot, draw)
     print(json.dumps(summary) if args.json else format_aspect_ratio(summary))
     return 0
 
@@ -1040,6 +1084,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fields", default=None, help=f"comma list of fields ({', '.join(available_fields())})"
     )
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="each field against layer")
 
     p = sub.add_parser(
         "learning-rates", help="per-layer learning rates of the equivalence principle (9.94)-(9.96)"
@@ -1065,6 +1110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("measure", help="ensembles of real networks: fields with standard errors")
     add_network_options(p)
     _add_ensemble_options(p)
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="each field against layer")
 
     p = sub.add_parser("compare", help="theory against an ensemble of real networks")
     add_network_options(p)
@@ -1139,6 +1185,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write the result to FILE: .json (the --json object) or .csv (one row per "
         "test point)",
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="test predictions: targets, infinite width, 1/n-corrected, ensemble",
     )
     p.add_argument(
         "--ensemble",

@@ -11,8 +11,16 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .compare import Comparison
+    from .results import Flow
 
-__all__ = ["plot_comparison", "plot_prediction", "plot_ratios", "save_atomically", "LABELS"]
+__all__ = [
+    "plot_comparison",
+    "plot_flow",
+    "plot_prediction",
+    "plot_ratios",
+    "save_atomically",
+    "LABELS",
+]
 
 LABELS: dict[str, str] = {
     "K": r"$K^{(\ell)}$ (4.118)",
@@ -88,6 +96,37 @@ def plot_comparison(
     return fig
 
 
+def plot_flow(flow: Flow, path: str | None = None, fields: Sequence[str] | None = None) -> Any:
+    """One panel per field: the all-first-input entry against the layer (a theory result as a
+    line; a measured one as points with one-standard-error bars).  Saves to ``path`` (PNG) if
+    given; returns the figure."""
+    plt = _pyplot()
+    names = [f for f in flow.fields if fields is None or f in fields]
+    if not names:
+        raise ValueError(f"nothing to plot: the result has fields {flow.fields}")
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    ell = np.asarray(flow.layers)
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        v = flow[name]
+        idx = (slice(None),) + (0,) * (v.ndim - 1)
+        if flow.kind == "theory":
+            ax.plot(ell, v[idx], "-o", color="C0", ms=3)
+        else:
+            ax.errorbar(ell, v[idx], yerr=flow.stderr(name)[idx], fmt="o", color="C1", capsize=2)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel(r"layer $\ell$")
+        ax.set_ylabel(LABELS.get(name, name))
+    for ax in axes.ravel()[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(repr(flow.network), fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_atomically(fig, path)
+    return fig
+
+
 def save_atomically(fig: Any, path: str) -> None:
     """Write the figure to a temporary file and rename it, so no half-written file remains."""
     fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
@@ -145,28 +184,31 @@ def plot_prediction(prediction: dict[str, Any], path: str | None = None) -> Any:
     Parameters
     ----------
     prediction : dict
-        With ``y_test``, ``infinite_width_mean``, ``infinite_width_std``,
-        ``finite_width_mean`` (each ``(N_B, 1)``-like lists) and ``ensemble`` (``mean``,
-        ``mean_stderr``, ``size``), as written by ``pdlt report``.
+        ``infinite_width_mean`` ``(N_B, n_L)`` and ``infinite_width_std`` ``(N_B,)``, and
+        optionally ``y_test``, ``finite_width_mean`` (with ``width``) and ``ensemble``
+        (``mean``, ``mean_stderr``, ``size``), as written by ``pdlt report``; the first output
+        is drawn.
     path : str, optional
         Save as PNG.
     """
     plt = _pyplot()
-    y = np.asarray(prediction["y_test"], dtype=float)[:, 0]
     inf = np.asarray(prediction["infinite_width_mean"], dtype=float)[:, 0]
     std = np.asarray(prediction["infinite_width_std"], dtype=float)
-    fin = np.asarray(prediction["finite_width_mean"], dtype=float)[:, 0]
-    ens = prediction["ensemble"]
-    em = np.asarray(ens["mean"], dtype=float)[:, 0]
-    es = np.asarray(ens["mean_stderr"], dtype=float)[:, 0]
-    b = np.arange(len(y))
+    b = np.arange(len(inf))
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    ax.plot(b - 0.15, y, "kx", ms=8, label="target")
+    if prediction.get("y_test") is not None:
+        y = np.asarray(prediction["y_test"], dtype=float)[:, 0]
+        ax.plot(b - 0.15, y, "kx", ms=8, label="target")
     ax.errorbar(b, inf, yerr=std, fmt="s", color="C0", capsize=3, label="∞ width (± spread)")
-    ax.plot(b + 0.1, fin, "D", color="C2", label=f"∞ + 1/n, n = {prediction['width']}")
-    ax.errorbar(
-        b + 0.2, em, yerr=es, fmt="o", color="C1", capsize=3, label=f"{ens['size']} trained nets"
-    )
+    if prediction.get("finite_width_mean") is not None:
+        fin = np.asarray(prediction["finite_width_mean"], dtype=float)[:, 0]
+        ax.plot(b + 0.1, fin, "D", color="C2", label=f"∞ + 1/n, n = {prediction['width']}")
+    ens = prediction.get("ensemble")
+    if ens is not None:
+        em = np.asarray(ens["mean"], dtype=float)[:, 0]
+        es = np.asarray(ens["mean_stderr"], dtype=float)[:, 0]
+        label = f"{ens['size']} trained nets"
+        ax.errorbar(b + 0.2, em, yerr=es, fmt="o", color="C1", capsize=3, label=label)
     ax.set_xticks(b)
     ax.set_xlabel("test point")
     ax.set_ylabel("prediction")

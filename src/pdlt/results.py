@@ -13,7 +13,7 @@ printed slot order (``B[a, b, c, d] = B_{abcd}``, ``F[a, b, c, d] = F_{abcd}``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,6 +109,12 @@ class Flow:
         if v[0].size != 1:
             raise ValueError(f"{name!r} has {v[0].size} entries per layer; use flow[{name!r}]")
         return v.reshape(len(v))
+
+    def plot(self, path: str | None = None, fields: Sequence[str] | None = None) -> Any:
+        """Each field's first-input entry against the layer (see :func:`pdlt.plots.plot_flow`)."""
+        from .plots import plot_flow
+
+        return plot_flow(self, path, fields)
 
     # ---- serialization ----------------------------------------------------------------------
 
