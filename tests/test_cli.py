@@ -206,3 +206,40 @@ def test_every_command_plots(capsys, tmp_path, argv):
     for bad in (str(tmp_path / "missing" / "f.png"), str(tmp_path / "f.txt")):
         code, _, err = run(capsys, *argv, "--plot", bad)
         assert code == 2 and err.count("\n") == 1 and "--plot" in err
+
+
+def test_results_saved_and_loaded_back(capsys, tmp_path):
+    """--out writes pdlt's result format (.json or .npz, atomically) and pdlt.load reads back
+    exactly the numbers the command printed; bad paths and foreign files get clear errors."""
+    import pdlt
+
+    flow_argv = ["flow", "--activation", "tanh", "--depth", "3", "--width", "30", "--json"]
+    for ext in ("json", "npz"):
+        path = tmp_path / f"flow.{ext}"
+        code, out, _ = run(capsys, *flow_argv, "--fields", "K,V", "--out", str(path))
+        assert code == 0
+        printed = json.loads(out)["layers"]
+        loaded = pdlt.load(path)
+        assert loaded.kind == "theory" and loaded.network.widths[1:] == (30, 30, 1)
+        assert "quadrature" in loaded.meta and set(loaded.fields) == {"K", "V"}
+        np.testing.assert_array_equal(loaded.single("V"), printed["V"])
+    meas = tmp_path / "m.npz"
+    argv = ["measure", "--activation", "relu", "--depth", "2", "--width", "4", "--ensemble", "6"]
+    code, out, _ = run(capsys, *argv, "--json", "--out", str(meas))
+    assert code == 0
+    loaded = pdlt.load(meas)
+    assert loaded.meta["seed"] == 0 and loaded.meta["size"] == 6
+    np.testing.assert_array_equal(loaded.single("K"), json.loads(out)["layers"]["K"])
+    np.testing.assert_array_equal(loaded.stderr("K").ravel(), json.loads(out)["layers"]["K_stderr"])
+    cmp_path = tmp_path / "c.json"
+    argv[0] = "compare"
+    assert run(capsys, *argv, "--out", str(cmp_path))[0] == 0
+    doc = json.loads(cmp_path.read_text())
+    assert doc["format"] == "pdlt.comparison" and doc["measured"]["kind"] == "ensemble"
+    for bad in (tmp_path / "x.txt", tmp_path / "no" / "x.json"):
+        code, _, err = run(capsys, *flow_argv, "--out", str(bad))
+        assert code == 2 and err.count("\n") == 1 and not bad.exists()
+    (tmp_path / "foreign.json").write_text('{"hello": 1}')
+    with pytest.raises(ValueError, match="not a pdlt result file"):
+        pdlt.load(tmp_path / "foreign.json")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

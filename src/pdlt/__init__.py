@@ -24,7 +24,7 @@ from .learning import (
     posterior,
 )
 from .network import Inputs, Network
-from .results import Flow
+from .results import Flow, load
 from .theory.criticality import criticality
 from .theory.flow import available_fields, flow, fluctuation_ratios
 
@@ -52,6 +52,7 @@ __all__ = [
     "gd_predict",
     "information",
     "information_curve",
+    "load",
     "kernel_prediction",
     "measure",
     "optimal_aspect_ratio",

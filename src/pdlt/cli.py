@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -273,6 +271,29 @@ def _check_plot_path(path: str | None) -> None:
         raise UsageError(f"--plot: the folder {str(p.parent)!r} does not exist")
 
 
+def _check_result_path(path: str | None, suffixes: tuple[str, ...] = (".json", ".npz")) -> None:
+    """Fail before the work when ``--out`` cannot be written (format, folder)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise UsageError(f"--out {path!r} must end in {' or '.join(suffixes)}")
+    if p.is_dir():
+        raise UsageError(f"--out {path!r} is a directory")
+    if not p.parent.is_dir():
+        raise UsageError(f"--out {path!r}: the directory {str(p.parent)!r} does not exist")
+
+
+def _save_result(path: str | None, result: Flow) -> None:
+    """``--out``: the result in pdlt's format (:meth:`Flow.save`), atomically."""
+    if path is None:
+        return
+    try:
+        result.save(path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot write --out {path!r}: {exc}") from None
+
+
 def _save_plot(path: str | None, draw: Callable[[str], Any]) -> None:
     """Draw and save a figure for ``--plot`` (atomically), with one-line errors."""
     if path is None:
@@ -288,6 +309,7 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     net = network_from_args(args, inputs)
     fields = args.fields.split(",") if args.fields else ["K", "chi_parallel", "chi_perp"]
     _check_plot_path(args.plot)
+    _check_result_path(args.out)
     try:
         if inputs is None:
             result = flow(net, k1=1.0 if args.k1 is None else args.k1, fields=fields)
@@ -296,6 +318,7 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _save_plot(args.plot, result.plot)
+    _save_result(args.out, result)
     if args.json:
         out = result.to_dict()
         crit = criticality(net.activation)
@@ -362,8 +385,10 @@ def _resume_hint(checkpoint: str) -> str:
 
 def _cmd_measure(args: argparse.Namespace) -> int:
     _check_plot_path(args.plot)
+    _check_result_path(args.out)
     _, _, result = _measure_from_args(args)
     _save_plot(args.plot, result.plot)
+    _save_result(args.out, result)
     if result.meta.get("interrupted"):
         print(f"pdlt: interrupted; results from {result.meta['size']} networks", file=sys.stderr)
     if args.json:
@@ -379,8 +404,9 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    # the tolerances are checked before the (long) measurement
+    # the options are checked before the (long) measurement
     _check_plot_path(args.plot)
+    _check_result_path(args.out, (".json",))
     if not (math.isfinite(args.k) and args.k > 0):
         raise UsageError(f"--k must be a finite number > 0 (standard errors), got {args.k}")
     if not (math.isfinite(args.truncation) and args.truncation >= 0):
@@ -395,6 +421,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _save_plot(args.plot, result.plot)
+    if args.out is not None:
+        doc = {"format": "pdlt.comparison", "version": 1, **result.to_dict()}
+        doc["theory"], doc["measured"] = theory.to_dict(), measured.to_dict()
+        _write_atomic(args.out, json.dumps(doc) + "\n")
     if args.json:
         print(result.to_json())
     else:
@@ -553,26 +583,13 @@ def _check_out_path(path: str | None) -> str | None:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
+    """Write ``--out`` atomically (nothing half-written is left), with one-line errors."""
+    from ._io import write_text_atomic
 
-    Nothing is left behind on error: either the old file (or none) or the complete new one.
-    """
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-        tmp = None
+        write_text_atomic(path, text)
     except OSError as exc:
         raise UsageError(f"cannot write --out {path!r}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _predict_csv(out: dict[str, Any]) -> str:
@@ -1085,6 +1102,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fields", default=None, help=f"comma list of fields ({', '.join(available_fields())})"
     )
     p.add_argument("--plot", default=None, metavar="FILE.png", help="each field against layer")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="save the result: .json, or .npz for large tensors (read back with pdlt.load)",
+    )
 
     p = sub.add_parser(
         "learning-rates", help="per-layer learning rates of the equivalence principle (9.94)-(9.96)"
@@ -1111,6 +1134,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_options(p)
     _add_ensemble_options(p)
     p.add_argument("--plot", default=None, metavar="FILE.png", help="each field against layer")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="save the result: .json, or .npz for large tensors (read back with pdlt.load)",
+    )
 
     p = sub.add_parser("compare", help="theory against an ensemble of real networks")
     add_network_options(p)
@@ -1127,6 +1156,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE.png",
         help="draw theory curves against measured points with error bars",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.json",
+        help="save the comparison, with the theory and measured results, as JSON",
     )
 
     p = sub.add_parser(

@@ -13,14 +13,17 @@ printed slot order (``B[a, b, c, d] = B_{abcd}``, ``F[a, b, c, d] = F_{abcd}``).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._io import write_atomic, write_text_atomic
 from .network import Inputs, Network
 
-__all__ = ["Flow", "FIELD_DOCS"]
+__all__ = ["Flow", "FIELD_DOCS", "load"]
 
 FIELD_DOCS: dict[str, str] = {
     "K": "kernel K^(l)_{ab} (4.118); measured: mean metric G^(l) = E[G-hat^(l)] (4.72)",
@@ -147,6 +150,38 @@ class Flow:
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the result to ``path``, atomically, in pdlt's result format (:func:`load`).
+
+        ``.json``: one JSON object (small results).  ``.npz``: NumPy arrays, one per field and
+        standard error (``value/NAME``, ``stderr/NAME``), the inputs ``x`` and a JSON header
+        (large tensors).  Both carry the format name and version, the full network, the
+        inputs, ``meta`` (seeds, ensemble size, device for measurements) and the versions and
+        Gaussian-engine accuracy settings that produced the numbers.
+        """
+        p = Path(path)
+        suffix = p.suffix.lower()
+        if suffix not in (".json", ".npz"):
+            raise ValueError(f"a result file must end in .json or .npz, got {str(path)!r}")
+        header = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "kind": self.kind,
+            "network": self.network.to_dict(),
+            "meta": _jsonable(self.meta),
+            "produced_by": _provenance(),
+        }
+        if suffix == ".json":
+            header["x"] = self.inputs.x.tolist()
+            header["values"] = {k: v.tolist() for k, v in self._values.items()}
+            header["stderr"] = {k: v.tolist() for k, v in self._stderr.items()}
+            write_text_atomic(p, json.dumps(header) + "\n")
+            return
+        arrays = {"x": self.inputs.x, "header": np.array(json.dumps(header))}
+        arrays.update({f"value/{k}": v for k, v in self._values.items()})
+        arrays.update({f"stderr/{k}": v for k, v in self._stderr.items()})
+        write_atomic(p, lambda fh: np.savez(fh, **arrays))
+
     # ---- display ---------------------------------------------------------------------------
 
     def table(self, max_inputs: int = 3) -> str:
@@ -179,6 +214,75 @@ class Flow:
             f"<Flow kind={self.kind!r} {self.network!r} N={self.inputs.n_inputs}\n"
             f" fields: {shapes}\n{self.table()}>"
         )
+
+
+FORMAT = "pdlt.flow"
+FORMAT_VERSION = 1
+
+
+def _provenance() -> dict[str, Any]:
+    """Versions and the Gaussian engine's accuracy settings, stored with every result."""
+    import scipy
+
+    from . import __version__
+    from .gaussian import DEFAULT_RULE
+
+    return {
+        "pdlt": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "gaussian_rule": dict(DEFAULT_RULE),
+    }
+
+
+def load(path: str | os.PathLike[str]) -> Flow:
+    """Read a result written by :meth:`Flow.save` (``pdlt flow/measure --out``).
+
+    Raises
+    ------
+    ValueError
+        A missing, corrupt or foreign file, or one of a newer format version.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"result file {str(path)!r} does not exist")
+    what = f"{str(path)!r} is not a pdlt result file"
+    try:
+        if p.suffix.lower() == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+                x = z["x"]
+                values = {k[6:]: z[k] for k in z.files if k.startswith("value/")}
+                stderr = {k[7:]: z[k] for k in z.files if k.startswith("stderr/")}
+        else:
+            header = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise ValueError(f"{what} (no {FORMAT!r} format tag)")
+            x = np.asarray(header["x"], dtype=np.float64)
+            values = {k: np.asarray(v, dtype=np.float64) for k, v in header["values"].items()}
+            stderr = {k: np.asarray(v, dtype=np.float64) for k, v in header["stderr"].items()}
+    except ValueError as exc:
+        if str(exc).startswith(what):
+            raise
+        raise ValueError(f"{what} ({type(exc).__name__}: {exc})") from None
+    except (OSError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{what} (no {FORMAT!r} format tag)")
+    if header.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} was written in format version {header['version']}; this pdlt reads "
+            f"up to {FORMAT_VERSION}: upgrade pdlt"
+        )
+    network = Network(**header["network"])
+    return Flow(
+        network,
+        Inputs(x),
+        values,
+        stderr=stderr or None,
+        kind=header["kind"],
+        meta=header.get("meta"),
+    )
 
 
 def _diagonal_entry(v: np.ndarray, a: int) -> tuple | None:

@@ -20,14 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from .._io import write_atomic
 from .statistics import Accumulator
 
 __all__ = ["CheckpointDir", "array_digest"]
@@ -46,28 +46,6 @@ def array_digest(*arrays: np.ndarray) -> str:
         h.update(repr(arr.shape).encode())
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary file in its directory and ``os.replace``.
-
-    Parameters
-    ----------
-    path : Path
-    write : callable
-        Writes the whole content to the binary file object it is given.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,7 +129,7 @@ class CheckpointDir:
         manifest = self.path / MANIFEST
         if not manifest.is_file():
             text = json.dumps(self.manifest, indent=1, sort_keys=True) + "\n"
-            _write_atomic(manifest, lambda fh: fh.write(text.encode("utf-8")))
+            write_atomic(manifest, lambda fh: fh.write(text.encode("utf-8")))
         return self.path
 
     def load_statistics(self) -> Accumulator | None:
@@ -170,7 +148,7 @@ class CheckpointDir:
         if not acc.blocks:
             return
         state = acc.to_state()
-        _write_atomic(self.prepare() / STATISTICS, lambda fh: np.savez(fh, **state))
+        write_atomic(self.prepare() / STATISTICS, lambda fh: np.savez(fh, **state))
 
     def saver(self, seconds: float) -> Callable[[Accumulator], None]:
         """A callback that saves the statistics when ``seconds`` have passed since the last save.
