@@ -212,6 +212,17 @@ def depth_flow(
     return theory, measured, compare(theory, measured)
 
 
+def ddntk_ratios(network: Network) -> dict[str, np.ndarray]:
+    """Theory-only ddNTK ratios ``X K/(n Theta^3)``, ``X = R, S, T, U`` (∞.19)-(∞.22), for the
+    flow inputs; empty for kinked activations, where the ddNTKs are undefined (§∞.1)."""
+    from .theory.flow import flow, fluctuation_ratios
+
+    if not network.activation.smooth:
+        return {}
+    f = flow(network, FLOW_INPUTS, fields=("K", "Theta", "R", "S", "T", "U"))
+    return {k: v for k, v in fluctuation_ratios(f).items() if k[0] in "RSTU"}
+
+
 def compare_command(act: str, settings: ReportSettings, inputs_csv: str) -> list[str]:
     """The ``pdlt compare`` arguments that reproduce :func:`depth_flow`."""
     return [
@@ -458,8 +469,9 @@ def _section_flow(act: str, comp: Comparison, png: bytes, png_ratio: bytes | Non
             else _img(
                 f"ratios_{act}",
                 png_ratio,
-                f"{act}: dimensionless finite-width ratios (9.23)-(9.25), (11.62); at "
-                "criticality they grow like ℓ/n",
+                f"{act}: dimensionless finite-width ratios (9.23)-(9.25), (11.62), "
+                "(∞.19)-(∞.22); at criticality they grow like ℓ/n (U decays). Points: "
+                "networks; the ddNTK ratios R..U are theory only (smooth activations)",
             )
         )
     )
@@ -614,6 +626,7 @@ def make_report(
                 cmd = compare_command(act, settings, inputs_csv)
                 png = _figure_data(plots.plot_comparison(comp))
                 ratios = fluctuation_ratios(theory)
+                ratios.update(ddntk_ratios(theory.network))
                 png_ratio = None
                 if set(ratios) - {"grad_factor"}:
                     png_ratio = _figure_data(
