@@ -187,3 +187,41 @@ def test_quick_settings_are_small() -> None:
     default = ReportSettings()
     assert QUICK_SETTINGS.ensemble < default.ensemble and QUICK_SETTINGS.width < default.width
     assert set(QUICK_SETTINGS.fields) <= set(default.fields)
+
+
+def test_interrupted_report_resumes_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted after its ensembles were measured, the report run again with the same
+    checkpoint folder continues and ends with the numbers of an uninterrupted measurement
+    (same seeds: identical)."""
+    import pdlt.report as report
+    from pdlt.report import depth_flow
+
+    settings = ReportSettings(
+        activations=("tanh",),
+        depth=2,
+        width=4,
+        ensemble=8,
+        fields=("K", "V"),
+        predict_depth=2,
+        predict_width=8,
+        predict_ensemble=4,
+    )
+    original = report.aspect_ratio
+
+    def interrupt_once(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(report, "aspect_ratio", original)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "aspect_ratio", interrupt_once)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        make_report(tmp_path / "r", settings, progress=False, checkpoint=ckpt)
+    assert (ckpt / "flow-tanh" / "manifest.json").is_file() and not (tmp_path / "r").exists()
+    rep = make_report(tmp_path / "r", settings, progress=False, checkpoint=ckpt)
+    _, measured, _ = depth_flow("tanh", settings, progress=False)  # no checkpoint
+    rows = rep.data["depth_flow"]["tanh"]["comparison"]["rows"]
+    for r in rows:
+        np.testing.assert_array_equal(r["measured"], measured[r["field"]][r["l"] - 1])
+    assert (ckpt / "prediction-training.pt").is_file()

@@ -944,9 +944,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
         )
-        rep = make_report(args.out, settings, progress=None)
+        rep = make_report(
+            args.out, settings, progress=None, checkpoint=args.checkpoint, scheduler=args.scheduler
+        )
     except (ValueError, ImportError, OSError, RuntimeError) as exc:
         raise UsageError(" ".join(str(exc).split())) from None
+    except KeyboardInterrupt:
+        if args.checkpoint is None:
+            raise
+        raise KeyboardInterrupt(_resume_hint(args.checkpoint)) from None
     if args.json:
         print(json.dumps({"path": str(rep.html), "files": rep.files, "seconds": rep.seconds}))
         return 0
@@ -1076,6 +1082,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=_positive_int, default=None, help="networks M")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="DIR",
+        help="save the ensembles' progress in DIR; the same command again continues",
+    )
+    p.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS", help="run the ensembles on a Dask cluster"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser(

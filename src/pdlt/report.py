@@ -191,9 +191,15 @@ def flow_network(act: str, settings: ReportSettings) -> Network:
 
 
 def depth_flow(
-    act: str, settings: ReportSettings, *, progress: bool | None = None
+    act: str,
+    settings: ReportSettings,
+    *,
+    progress: bool | None = None,
+    checkpoint: Path | None = None,
+    scheduler: str | None = None,
 ) -> tuple[Flow, Flow, Comparison]:
-    """Theory and measurement of ``settings.fields``, compared as ``pdlt compare`` does."""
+    """Theory and measurement of ``settings.fields``, compared as ``pdlt compare`` does
+    (``checkpoint``, ``scheduler``: as for :func:`pdlt.measure`)."""
     from .empirical.estimators import measure
     from .theory.flow import available_fields, flow
 
@@ -206,6 +212,8 @@ def depth_flow(
         fields=settings.fields,
         device=settings.device,
         progress=progress,
+        checkpoint=checkpoint,
+        scheduler=scheduler,
     )
     theory_fields = [f for f in measured.fields if f in available_fields()] + ["G1"]
     theory = flow(net, measured.inputs, fields=theory_fields)
@@ -249,9 +257,16 @@ def compare_command(act: str, settings: ReportSettings, inputs_csv: str) -> list
     ]
 
 
-def prediction(settings: ReportSettings, *, progress: bool | None = None) -> dict[str, Any]:
+def prediction(
+    settings: ReportSettings,
+    *,
+    progress: bool | None = None,
+    checkpoint: Path | None = None,
+    scheduler: str | None = None,
+) -> dict[str, Any]:
     """Infinite-width and 1/n-corrected prediction of fully-trained networks, and a trained
-    ensemble, on the built-in data (the numbers of ``pdlt predict``)."""
+    ensemble, on the built-in data (the numbers of ``pdlt predict``; ``checkpoint`` (a file),
+    ``scheduler``: as for :func:`pdlt.train`)."""
     from .cli import _default_training
     from .empirical.training import train
     from .learning.data import diabetes
@@ -283,6 +298,8 @@ def prediction(settings: ReportSettings, *, progress: bool | None = None) -> dic
         record_steps=[0, steps],
         device=settings.device,
         progress=progress,
+        checkpoint=checkpoint,
+        scheduler=scheduler,
     )
     mean = result.mean()
     return {
@@ -567,6 +584,8 @@ def make_report(
     *,
     quick: bool = False,
     progress: bool | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    scheduler: str | None = None,
 ) -> Report:
     """Compute every section and write the report folder.
 
@@ -581,6 +600,13 @@ def make_report(
         :data:`QUICK_SETTINGS` with ``quick=True`` (under a minute).
     progress : bool, optional
         Progress line on stderr (default: when stderr is a terminal).
+    checkpoint : path, optional
+        A folder for the ensembles' merged statistics (one sub-folder per depth flow, a file
+        for the trained ensemble), written as they progress: a report killed or interrupted at
+        any moment and run again with the same settings continues where it stopped and ends
+        with the same numbers.
+    scheduler : str, optional
+        A Dask scheduler address: the ensembles run on that cluster (same numbers).
 
     Returns
     -------
@@ -596,6 +622,9 @@ def make_report(
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"{str(dest)!r} exists and is not a folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
@@ -622,7 +651,13 @@ def make_report(
             flows: dict[str, Any] = {}
             csv_rows: list[list[Any]] = []
             for act in settings.activations:
-                theory, measured, comp = depth_flow(act, settings, progress=False)
+                theory, measured, comp = depth_flow(
+                    act,
+                    settings,
+                    progress=False,
+                    checkpoint=None if ckpt is None else ckpt / f"flow-{act}",
+                    scheduler=scheduler,
+                )
                 cmd = compare_command(act, settings, inputs_csv)
                 png = _figure_data(plots.plot_comparison(comp))
                 ratios = fluctuation_ratios(theory)
@@ -669,7 +704,12 @@ def make_report(
             sections.append(_section_aspect(ar, png_ar))
             bar.update()
 
-            pred = prediction(settings, progress=False)
+            pred = prediction(
+                settings,
+                progress=False,
+                checkpoint=None if ckpt is None else ckpt / "prediction-training.pt",
+                scheduler=scheduler,
+            )
             cmds = _predict_commands(settings, tmp, dest)
             pred["commands"] = [["pdlt", *c] for c in cmds]
             data["prediction"] = pred
