@@ -12,7 +12,7 @@ needs ``M ~ 1/eps^2`` networks for relative precision ``eps`` (spec/07 §12.2) -
 ``finite_width_theory.py`` for that comparison on V and G1.
 
 Usage: python benchmarks/representation_learning_theory.py [--quick] [--out DIR]
-       [--activations tanh,gelu]
+       [--activations tanh,gelu] [--N N] [--depth L]
 (default: N = 8, depth 20, tanh; --quick: N = 4, depth 6)
 """
 
@@ -70,8 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="N = 4, depth 6")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     ap.add_argument("--activations", default="tanh", help="comma list (smooth activations)")
+    ap.add_argument("--N", type=int, default=None, help="number of inputs (overrides the mode)")
+    ap.add_argument("--depth", type=int, default=None, help="depth L (overrides the mode)")
     args = ap.parse_args(argv)
     N, depth = (4, 6) if args.quick else (8, 20)
+    N, depth = args.N or N, args.depth or depth
     results = [run(a, N, depth) for a in args.activations.split(",")]
     head = [
         "activation",

@@ -293,3 +293,18 @@ def test_rejected_options(capsys, files, tmp_path):
     helptext = capsys.readouterr().out
     assert "--k1" not in helptext and "--inputs" not in helptext
     assert "--ensemble" in helptext and "--targets" in helptext and "--out" in helptext
+
+
+def test_slow_finite_width_correction_is_announced(capsys, monkeypatch):
+    """predict --width on the default 20 + 10 points needs (L-1) C(30, 4) = 54,810 four-point
+    integrals (hours): a warning says so before the work starts."""
+    pytest.importorskip("sklearn")
+    import pdlt.learning.finite_width as fwmod
+
+    def stop(*args, **kwargs):
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(fwmod, "finite_width_predict", stop)
+    assert main(["predict", "--activation", "tanh", "--depth", "3", "--width", "64"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "54,810 four-dimensional" in err[0] and "stopped by the test" in err[-1]

@@ -643,6 +643,9 @@ def _ensemble_summary(result: Any) -> dict[str, Any]:
     }
 
 
+_SLOW_INTEGRALS = 500  # four-dimensional integrals: about a second each on one core
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Infinite-width prediction on test inputs: Bayesian posterior (ch. 6) or GD (ch. 10).
 
@@ -736,7 +739,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             fw = None
             if finite:
                 from .learning.finite_width import finite_width_predict
+                from .theory.flow import estimate_work
 
+                x_all = np.concatenate([data.x_train, data.x_test])
+                n4 = estimate_work(net, x_all, fields=("P", "Q", "R", "S", "T", "U")).integrals_4d
+                if n4 > _SLOW_INTEGRALS:
+                    print(  # before the long work, so the user can stop it
+                        f"pdlt: warning: the 1/n correction needs {n4:,} four-dimensional "
+                        f"Gaussian integrals ({x_all.shape[0]} inputs, every 4 of them at each "
+                        "of the depth-1 layer steps): this can take hours; use fewer points "
+                        "(--train/--test) for a quick answer",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 fw = finite_width_predict(net, data.x_train, data.y_train, data.x_test, eta=eta)
                 eta = fw.eta
             result = None
