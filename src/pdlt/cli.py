@@ -1022,6 +1022,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _add_result_options(p: argparse.ArgumentParser) -> None:
+    """``--plot`` and ``--out`` of ``flow`` and ``measure``."""
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="each field against layer")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="save the result: .json, or .npz for large tensors (read back with pdlt.load)",
+    )
+
+
 def _add_ensemble_options(p: argparse.ArgumentParser) -> None:
     from .empirical.estimators import MEASURABLE
 
@@ -1131,13 +1142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fields", default=None, help=f"comma list of fields ({', '.join(available_fields())})"
     )
-    p.add_argument("--plot", default=None, metavar="FILE.png", help="each field against layer")
-    p.add_argument(
-        "--out",
-        default=None,
-        metavar="FILE",
-        help="save the result: .json, or .npz for large tensors (read back with pdlt.load)",
-    )
+    _add_result_options(p)
 
     p = sub.add_parser(
         "learning-rates", help="per-layer learning rates of the equivalence principle (9.94)-(9.96)"
@@ -1163,13 +1168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("measure", help="ensembles of real networks: fields with standard errors")
     add_network_options(p)
     _add_ensemble_options(p)
-    p.add_argument("--plot", default=None, metavar="FILE.png", help="each field against layer")
-    p.add_argument(
-        "--out",
-        default=None,
-        metavar="FILE",
-        help="save the result: .json, or .npz for large tensors (read back with pdlt.load)",
-    )
+    _add_result_options(p)
 
     p = sub.add_parser("compare", help="theory against an ensemble of real networks")
     add_network_options(p)

@@ -33,7 +33,6 @@ import csv
 import html
 import io
 import json
-import math
 import os
 import platform
 import shutil
@@ -50,7 +49,7 @@ from ._progress import Progress
 from .activations import activation
 from .compare import Comparison, compare
 from .network import Network
-from .results import Flow
+from .results import Flow, _jsonable
 
 __all__ = ["ReportSettings", "Report", "make_report", "DEFAULT_SETTINGS", "QUICK_SETTINGS"]
 
@@ -846,20 +845,6 @@ def _move_into(tmp: Path, dest: Path) -> list[str]:
     for name in names:
         os.replace(tmp / name, dest / name)
     return names
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def settings_with(base: ReportSettings, **changes: Any) -> ReportSettings:

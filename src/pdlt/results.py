@@ -13,6 +13,7 @@ printed slot order (``B[a, b, c, d] = B_{abcd}``, ``F[a, b, c, d] = F_{abcd}``).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -296,12 +297,16 @@ def _diagonal_entry(v: np.ndarray, a: int) -> tuple | None:
 
 
 def _jsonable(obj: Any) -> Any:
+    """``obj`` with numpy arrays and scalars as Python lists and numbers, and non-finite floats
+    as ``None`` (strict JSON has no NaN)."""
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return _jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
