@@ -200,3 +200,13 @@ def test_invalid_kernels_raise():
         pairwise_moments(act, np.array([[1.0, 2.0], [2.0, 1.0]]), [(0, 0)])
     with pytest.raises(ValueError, match=r"shape \(N, N\)"):
         pairwise_moments(act, np.ones((2, 3)), [(0, 0)])
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "relu"])
+def test_duplicated_inputs_give_identical_rows(name):
+    """Two identical inputs have identical rows of every pair moment, to the last bit, so a
+    kernel with a duplicated input stays exactly singular (the learning solvers rely on it)."""
+    K = np.array([[1.3, 1.3, 0.4], [1.3, 1.3, 0.4], [0.4, 0.4, 0.9]])
+    out = pairwise_moments(activation(name), K, [(0, 0), (1, 1), (0, 1)])
+    np.testing.assert_array_equal(out[:, 0, :], out[:, 1, :])
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 1])

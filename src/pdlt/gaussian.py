@@ -800,6 +800,12 @@ def pairwise_moments(
     if lone.size:
         prods = [[(0, i), (0, j)] for i, j in orders]
         out[:, lone, lone] = moments(act, var[lone, None, None], prods).T
+    # duplicated inputs (K_ab = K_aa = K_bb): z_a = z_b, so the pair's value is the diagonal's
+    # one-dimensional one exactly, and duplicated rows of K stay identical to the last bit (a
+    # singular kernel stays singular)
+    a, b = np.nonzero((K == var[:, None]) & (K == var[None, :]))
+    off = a != b
+    out[:, a[off], b[off]] = out[:, a[off], a[off]]
     missing = np.isnan(out).any(axis=0)
     a, b = np.nonzero(np.triu(missing | missing.T, 1))
     if a.size:  # (i, j) at (a, b) and (j, i) at (b, a) from one quadrature of the pair
