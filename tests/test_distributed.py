@@ -165,13 +165,36 @@ def busy_worker(client, timeout: float = 120.0) -> str:
     raise AssertionError("no task was scheduled")
 
 
+def in_a_thread(fn, *args, timeout: float = 120.0, **kwargs):
+    """``fn(*args, **kwargs)`` run in a new thread; fails (never hangs) after ``timeout`` s."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args, **kwargs).result(timeout=timeout)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def test_a_failed_connection_leaves_no_default_client_behind(client, reference):
+    # Regression: a Client that failed to connect stayed Dask's global default, and
+    # as_completed tracked our futures on that dead client's loop in any thread without its
+    # own default, so measure() in a thread hung (CI ran into it after the bad-address test).
+    distributed = pytest.importorskip("distributed")
+    with pytest.raises(ValueError, match="cannot connect"):
+        measure(NET, X, scheduler="foo://nowhere", **KW)
+    assert in_a_thread(distributed.default_client) is client
+    assert_identical(in_a_thread(measure, NET, X, scheduler=client, **KW), reference)
+
+
 def test_a_lost_worker_is_recomputed_not_dropped(client, reference):
     # runs last: the cluster loses a worker (its nanny starts a new one)
     pids = client.run(os.getpid)
-    with ThreadPoolExecutor(1) as pool:
+    pool = ThreadPoolExecutor(1)
+    try:
         running = pool.submit(measure, NET, X, scheduler=client, **KW)
         victim = busy_worker(client)
         os.kill(pids[victim], signal.SIGKILL)
-        result = running.result(timeout=300)
+        result = running.result(timeout=120)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     assert victim not in client.scheduler_info()["workers"]
     assert_identical(result, reference)

@@ -62,7 +62,9 @@ def connect(scheduler: str | Client) -> Iterator[Client]:
         return
     distributed = _require_distributed()
     try:
-        client = distributed.Client(scheduler, timeout=_CONNECT_TIMEOUT)
+        # not the global default: a client that failed to connect would otherwise stay the
+        # default of every thread, and Dask helpers that fall back on it would wait forever
+        client = distributed.Client(scheduler, timeout=_CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         msg = " ".join(str(exc).split())
         raise ValueError(f"cannot connect to the Dask scheduler at {scheduler!r}: {msg}") from None
@@ -109,7 +111,8 @@ def map_shards(
         futures = client.map(fn, list(shards), pure=False)
         index = {future.key: i for i, future in enumerate(futures)}
         try:
-            for future in distributed.as_completed(futures):
+            # this client's event loop, not the default client's (another thread may have none)
+            for future in distributed.as_completed(futures, loop=client.loop):
                 on_result(index[future.key], future.result())
                 future.release()
         finally:
