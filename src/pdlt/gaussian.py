@@ -170,6 +170,7 @@ def expect(
     scale: float = 1.0,
     error: bool = False,
     gl_nodes: int | None = None,
+    u_max: float | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""Gaussian expectation :math:`\langle F(z)\rangle_K` of a general integrand.
 
@@ -191,6 +192,10 @@ def expect(
     gl_nodes : int, optional
         Gauss-Legendre nodes per panel (default 14 in one and two dimensions, 8 in three and
         four).
+    u_max : float, optional
+        Half-width of the domain in standard-normal units (default 9 in one and two
+        dimensions, 7.5 in three, 7 in four); wider for integrands that grow like
+        ``exp(u^2/4)``, e.g. high-order Hermite functions.
 
     Returns
     -------
@@ -198,11 +203,12 @@ def expect(
     err : ndarray, same shape, only if ``error`` is True
     """
     Kb, batch = _as_covariances(K)
-    value = _expect(fn, Kb, tuple(float(c) for c in kinks), float(scale), gl_nodes)
+    kinks_t = tuple(float(c) for c in kinks)
+    value = _expect(fn, Kb, kinks_t, float(scale), gl_nodes, u_max=u_max)
     out_shape = batch + value.shape[1:]
     if not error:
         return value.reshape(out_shape)
-    fine = _expect(fn, Kb, tuple(float(c) for c in kinks), float(scale), gl_nodes, fine=True)
+    fine = _expect(fn, Kb, kinks_t, float(scale), gl_nodes, fine=True, u_max=u_max)
     return fine.reshape(out_shape), np.abs(fine - value).reshape(out_shape)
 
 
@@ -220,14 +226,14 @@ class _Rule:
         return _Rule(self.nodes + 6, self.u_max + 3.0, self.panel / 1.5)
 
 
-def _default_rule(r: int, gl_nodes: int | None) -> _Rule:
+def _default_rule(r: int, gl_nodes: int | None, u_max: float | None = None) -> _Rule:
     """1-2 dimensions: 14 nodes on panels <= 1.5 over [-9, 9] (error ~1e-12); 3 dimensions:
     8 nodes, [-7.5, 7.5]; 4 dimensions: 8 nodes on panels <= 2 over [-7, 7] (~1e-8)."""
     if r <= 2:
-        return _Rule(gl_nodes or _GL_NODES, _U_MAX, _PANEL_MAX)
+        return _Rule(gl_nodes or _GL_NODES, u_max or _U_MAX, _PANEL_MAX)
     if r == 3:
-        return _Rule(gl_nodes or 8, 7.5, _PANEL_MAX)
-    return _Rule(gl_nodes or 8, 7.0, 2.0)
+        return _Rule(gl_nodes or 8, u_max or 7.5, _PANEL_MAX)
+    return _Rule(gl_nodes or 8, u_max or 7.0, 2.0)
 
 
 def _expect(
@@ -237,6 +243,7 @@ def _expect(
     scale: float,
     gl_nodes: int | None,
     fine: bool = False,
+    u_max: float | None = None,
 ) -> np.ndarray:
     B, d, _ = K.shape
     L = _factor(K)
@@ -251,7 +258,7 @@ def _expect(
         if not kinks and math.isinf(scale):
             vals = _hermite(fn, Lp, len(dims), fine)
         else:
-            rule = _default_rule(len(dims), gl_nodes)
+            rule = _default_rule(len(dims), gl_nodes, u_max)
             vals = _composite(fn, Lp, kinks, scale, rule.refined() if fine else rule)
         if result is None:
             result = np.zeros((B,) + vals.shape[1:])

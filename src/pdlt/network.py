@@ -116,6 +116,14 @@ class Network:
     weight_dist : {"gaussian", "uniform"}
         Distribution of the weights in ensembles (uniform with the same variance is the
         book's footnote 9 variant).
+    gamma : float or sequence of L floats
+        Residual strength (B.3): layer ``l`` computes
+        ``z^(l) = b^(l) + W^(l) sigma(z^(l-1)) + gamma^(l) z^(l-1)``.  A number applies to every
+        layer ``l >= 2`` whose width equals the previous one (``n_l = n_{l-1}``, (B.4)); a
+        sequence must be zero at layer 1 and wherever the widths differ.  ``0 <= gamma^2 < 1``.
+        Default 0: the vanilla MLP.  When ``C_b, C_W`` are omitted, the residual critical values
+        ``(1 - gamma^2) (C_b*, C_W*)`` are used (B.19)-(B.21).  (The book's ``xi`` is redundant:
+        ``xi`` times the block equals ``C_b, C_W, lambda_b, lambda_W`` multiplied by ``xi^2``.)
     C_b1, C_W1 : float or sequence of L floats
         1/n tuning of the hyperparameters (5.138)-(5.139): the networks use
         ``C_b^(l) = C_b + C_b1/n_{l-1}`` and ``C_W^(l) = C_W + C_W1/n_{l-1}``; the theory keeps
@@ -143,6 +151,7 @@ class Network:
         weight_dist: str = "gaussian",
         C_b1: float | Sequence[float] = 0.0,
         C_W1: float | Sequence[float] = 0.0,
+        gamma: float | Sequence[float] = 0.0,
     ) -> None:
         self._activation = _as_activation(activation)
         if widths is not None:
@@ -175,6 +184,7 @@ class Network:
         self._weight_dist = weight_dist
         if (C_b is None) != (C_W is None):
             raise ValueError("give both C_b and C_W, or neither (critical initialization)")
+        self._gamma = _residual_strengths(gamma, self._widths)
         if C_b is None:
             from .theory.criticality import criticality
 
@@ -184,7 +194,9 @@ class Network:
                     f"activation {self._activation.name!r} has no critical initialization "
                     f"({crit.reason}); pass C_b and C_W explicitly"
                 )
-            C_b, C_W = crit.C_b, crit.C_W
+            # residual criticality (B.19): the same K*, with both variances scaled by 1 - gamma^2
+            C_b = crit.C_b * (1.0 - self._gamma**2)
+            C_W = crit.C_W * (1.0 - self._gamma**2)
         self._C_b = _per_layer(C_b, L, "C_b")
         self._C_W = _per_layer(C_W, L, "C_W", positive=True)
         self._lambda_b = _per_layer(lambda_b, L, "lambda_b")
@@ -249,6 +261,16 @@ class Network:
         """1/n coefficients of the weight variances, shape (L,) (5.139)."""
         return self._C_W1
 
+    @property
+    def gamma(self) -> np.ndarray:
+        """Residual strengths ``gamma^(l)`` (B.3), shape (L,); all zero for a vanilla MLP."""
+        return self._gamma
+
+    @property
+    def residual(self) -> bool:
+        """True when some layer has a residual connection (``gamma^(l) != 0``)."""
+        return bool(np.any(self._gamma != 0))
+
     def variances(self, layer: int) -> tuple[float, float]:
         """``(C_b^(l), C_W^(l))`` as the networks use them, 1/n tuning included."""
         n_prev = self._widths[layer - 1]
@@ -311,6 +333,7 @@ class Network:
             "weight_dist": self._weight_dist,
             "C_b1": self._C_b1,
             "C_W1": self._C_W1,
+            "gamma": self._gamma,
         }
         if any(k in changes for k in ("depth", "width", "n_in", "n_out")):
             n0, *hidden, nL = self._widths
@@ -320,9 +343,11 @@ class Network:
             n_out = changes.pop("n_out", nL)
             args.pop("widths")
             if depth != self.depth:
-                for key in ("C_b", "C_W", "lambda_b", "lambda_W", "C_b1", "C_W1"):
+                for key in ("C_b", "C_W", "lambda_b", "lambda_W", "C_b1", "C_W1", "gamma"):
                     vals = args[key]
-                    if np.all(vals == vals[0]):
+                    if key == "gamma" and np.all(vals[1:] == vals[-1]):
+                        args[key] = float(vals[-1])
+                    elif np.all(vals == vals[0]):
                         args[key] = float(vals[0])
                     else:
                         raise ValueError(
@@ -346,6 +371,7 @@ class Network:
             "weight_dist": self._weight_dist,
             "C_b1": self._C_b1.tolist(),
             "C_W1": self._C_W1.tolist(),
+            **({"gamma": self._gamma.tolist()} if self.residual else {}),
         }
 
     def __repr__(self) -> str:
@@ -355,7 +381,7 @@ class Network:
             return "[" + ", ".join(f"{v:.4g}" for v in a) + "]"
 
         extra = "" if self._weight_dist == "gaussian" else ", weight_dist='uniform'"
-        for name, arr in (("C_b1", self._C_b1), ("C_W1", self._C_W1)):
+        for name, arr in (("C_b1", self._C_b1), ("C_W1", self._C_W1), ("gamma", self._gamma)):
             if np.any(arr != 0):
                 extra += f", {name}={fmt(arr)}"
         return (
@@ -369,6 +395,27 @@ class Network:
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+def _residual_strengths(value: Any, widths: tuple[int | None, ...]) -> np.ndarray:
+    """Per-layer ``gamma^(l)``: a number fills every layer with ``n_l = n_{l-1}``, l >= 2."""
+    L = len(widths) - 1
+    square = np.array([ell >= 2 and widths[ell] == widths[ell - 1] for ell in range(1, L + 1)])
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.where(square, float(arr), 0.0)
+    if arr.shape != (L,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"gamma must be a finite number or {L} numbers (one per layer)")
+    if np.any(arr**2 >= 1.0):
+        raise ValueError(f"gamma must satisfy 0 <= gamma^2 < 1 (B.19), got {value!r}")
+    bad = [ell for ell in range(1, L + 1) if arr[ell - 1] != 0 and not square[ell - 1]]
+    if bad:
+        raise ValueError(
+            f"gamma must be 0 at layer {bad[0]}: a residual connection needs n_l = n_(l-1) "
+            "(B.4), and layer 1 maps the input"
+        )
+    arr.setflags(write=False)
+    return arr
 
 
 def _as_activation(act: str | Activation) -> Activation:

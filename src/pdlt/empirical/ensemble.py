@@ -148,7 +148,7 @@ class Ensemble:
 def forward(
     params: Params, x: torch.Tensor, network: Network, upto: int | None = None
 ) -> list[torch.Tensor]:
-    """Preactivations of every layer for a batch of networks (2.5).
+    """Preactivations of every layer for a batch of networks (2.5); residual (B.3).
 
     Parameters
     ----------
@@ -166,10 +166,13 @@ def forward(
     """
     sigma = network.activation.torch_fn
     L = network.depth if upto is None else upto
-    zs = []
+    gamma = network.gamma
+    zs: list[torch.Tensor] = []
     h = x.unsqueeze(0)
     for ell in range(1, L + 1):
         z = torch.matmul(h, params[f"W{ell}"].transpose(-1, -2)) + params[f"b{ell}"].unsqueeze(-2)
+        if gamma[ell - 1]:
+            z = z + float(gamma[ell - 1]) * zs[-1]  # residual connection (B.3)
         zs.append(z)
         h = sigma(z)
     return zs

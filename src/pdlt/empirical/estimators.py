@@ -13,7 +13,7 @@ one network, which are exchangeable; spec/02 §12, spec/05 §14, spec/06 §9, sp
 field     estimator                                                                   error
 ========  ==========================================================================  ========
 K         ``E[G-hat^(l)]`` -- the mean metric G (4.72), Rao-Blackwellized                mean
-V         ``N_prev Cov(G-hat_ab, G-hat_cd)`` (4.76)                                      jackknife
+V         ``N_prev Cov(G-hat_ab, G-hat_cd)`` (4.76); residual layer: distinct neurons (below) jackknife
 Theta     ``E[H-hat_ii]`` (8.58)                                                        mean
 A         ``N_prev (E[H-hat_ii H-hat_jj] - E[H-hat_ii] E[H-hat_jj])`` (8.82)              jackknife
 B         ``B[a,b,c,d] = N_prev E[H-hat_{ij;ac} H-hat_{ij;bd}]`` (8.82), spec/05 §1.1      mean
@@ -31,6 +31,13 @@ The dNTK and ddNTKs are computed for a fixed subset of ``neurons`` per layer (by
 exchangeability the estimators stay unbiased; more neurons reduce the noise).  Fields that
 need two neurons cannot be measured at a layer of width one (e.g. the output with
 ``n_out = 1``).
+
+Residual networks (B.3): at a layer with ``gamma != 0`` the conditional metric
+``X_i = E[z_i z_i | layer l-1] = G-hat + gamma^2 z^(l-1)_i z^(l-1)_i`` depends on the neuron,
+so ``K = E[avg_i X_i]`` and ``V = N_prev (E[X_i X_j] - E[X_i] E[X_j])`` over distinct neurons
+``i != j`` (conditionally independent given layer ``l-1``, so this is the connected four-point
+function of the preactivations, (4.77)).  The NTK is measured by the same autodiff as for
+vanilla networks.
 """
 
 from __future__ import annotations
@@ -129,8 +136,17 @@ def _features(
     feats: dict[str, torch.Tensor] = {}
     if "metric" in groups:
         for ell, G in enumerate(stochastic_metric(zs, x, network), start=1):
-            feats[f"{ell}:G"] = G
-            feats[f"{ell}:GG"] = _outer(G, G)
+            gamma = float(network.gamma[ell - 1])
+            if gamma:
+                # residual layer: E[z_ia z_ib | layer l-1] = G-hat_ab + gamma^2 z_ia z_ib depends
+                # on the neuron, so V comes from distinct neurons, n E[X_i X_j] - E[X] E[X]
+                zp = zs[ell - 2].transpose(1, 2)  # (M, n, N)
+                X = G[:, None] + gamma**2 * zp[:, :, :, None] * zp[:, :, None, :]
+                feats[f"{ell}:G"] = X.mean(1)
+                feats[f"{ell}:GG"] = _pair_mean_outer(X, X)
+            else:
+                feats[f"{ell}:G"] = G
+                feats[f"{ell}:GG"] = _outer(G, G)
     for ell in range(1, L + 1):
         z = zs[ell - 1].transpose(1, 2)  # (M, n, N)
         n = z.shape[1]
@@ -377,6 +393,9 @@ def estimate_fields(
             key = f"{ell}:"
             if f == "K":
                 put(f, acc.mean(key + "G"), acc.stderr(key + "G"))
+            elif f == "V" and network.gamma[ell - 1]:
+                est = acc.estimate(_centered(key + "GG", key + "G", key + "G", n_prev))
+                put(f, est.value, est.stderr)
             elif f == "V":
                 est = covariance_estimate(acc, key + "G", key + "G", key + "GG", scale=n_prev)
                 put(f, est.value, est.stderr)

@@ -50,16 +50,27 @@ def learning_rates(network: Network, upto: int) -> dict[str, float]:
     return lam
 
 
-def _single_forward(sigma: Callable, ell: int) -> Callable[[Params, torch.Tensor], torch.Tensor]:
+def _preactivations(p: Params, x: torch.Tensor, network: Network, upto: int) -> list[torch.Tensor]:
+    """``z^(1..upto)`` of one network (no ensemble axis), each of shape (N, n_l); residual
+    layers add ``gamma^(l) z^(l-1)`` (B.3)."""
+    sigma = network.activation.torch_fn
+    gamma = network.gamma
+    zs: list[torch.Tensor] = []
+    h = x
+    for k in range(1, upto + 1):
+        z = h @ p[f"W{k}"].T + p[f"b{k}"]
+        if gamma[k - 1]:
+            z = z + float(gamma[k - 1]) * zs[-1]
+        zs.append(z)
+        h = sigma(z)
+    return zs
+
+
+def _single_forward(network: Network, ell: int) -> Callable[[Params, torch.Tensor], torch.Tensor]:
     """``z^(ell)`` of one network (no ensemble axis), shape (N, n_ell)."""
 
     def f(p: Params, x: torch.Tensor) -> torch.Tensor:
-        h = x
-        z = x
-        for k in range(1, ell + 1):
-            z = h @ p[f"W{k}"].T + p[f"b{k}"]
-            h = sigma(z)
-        return z
+        return _preactivations(p, x, network, ell)[-1]
 
     return f
 
@@ -104,7 +115,7 @@ def ntk(
     if method not in ("structured", "jacobian"):
         raise ValueError(f"method must be 'structured' or 'jacobian', got {method!r}")
     sigma = network.activation.torch_fn
-    f = _single_forward(sigma, layer)
+    f = _single_forward(network, layer)
     p = _layer_params(params, layer)
     lam = learning_rates(network, layer)
     if method == "jacobian":
@@ -127,12 +138,10 @@ def ntk(
             return f({**w, **bb}, x)
 
         J = jacrev(g)(b)  # b{l} -> (N, n, n_l)
-        # activations feeding each layer: sigma^(l-1) (x for l = 1)
-        feeds = [x]
-        h = x
-        for k in range(1, layer):
-            h = sigma(h @ w[f"W{k}"].T + b[f"b{k}"])
-            feeds.append(h)
+        # activations feeding each layer: sigma^(l-1) (x for l = 1); dz/dW^(k) = dz/db^(k) s^T
+        # holds with residual connections too, since W^(k) enters only through W^(k) s
+        zs = _preactivations({**w, **b}, x, network, layer - 1)
+        feeds = [x] + [sigma(z) for z in zs]
         H = 0
         for k in range(1, layer + 1):
             s = feeds[k - 1]
@@ -156,8 +165,7 @@ def ntk_layer_contributions(
         ``(1/n) sum_i`` of that part of ``H-hat_{ii;ab}``.  Summed over ``l'`` and the two
         groups it is the neuron-averaged NTK diagonal.
     """
-    sigma = network.activation.torch_fn
-    f = _single_forward(sigma, layer)
+    f = _single_forward(network, layer)
     p = _layer_params(params, layer)
     lam = learning_rates(network, layer)
 
@@ -200,9 +208,8 @@ def dntk(
         ``[m, i0, i1, i2, d0, d1, d2] = dH-hat_{i0 i1 i2; d0 d1 d2}``; symmetric under
         ``(i1, d1) <-> (i2, d2)``.
     """
-    sigma = network.activation.torch_fn
     idx = torch.as_tensor(list(neurons), device=x.device)
-    full = _single_forward(sigma, layer)
+    full = _single_forward(network, layer)
 
     def f(q: Params, xx: torch.Tensor) -> torch.Tensor:
         return full(q, xx).index_select(1, idx)
@@ -239,9 +246,8 @@ def ddntk(
         ``ddI[m, i0, i1, i2, i3, d0, d1, d2, d3]`` and ``ddII[m, i1, i2, i3, i4, d1, d2, d3,
         d4]``.
     """
-    sigma = network.activation.torch_fn
     idx = torch.as_tensor(list(neurons), device=x.device)
-    full = _single_forward(sigma, layer)
+    full = _single_forward(network, layer)
 
     def f(q: Params) -> torch.Tensor:
         return full(q, x).index_select(1, idx)

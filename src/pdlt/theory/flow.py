@@ -29,6 +29,7 @@ from .dntk import DntkMoments, dntk_moments, dntk_step
 from .four_point import _MOMENT_CACHE_SIZE, nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
 from .ntk import ntk_step
+from .residual import residual_vertex
 
 __all__ = [
     "flow",
@@ -70,7 +71,7 @@ def available_fields() -> tuple[str, ...]:
 @_register(["K"])
 def _kernel(ctx: _Context) -> dict[str, np.ndarray]:
     net = ctx.network
-    return {"K": kernel_flow(net.activation, ctx.inputs.gram, net.C_b, net.C_W)}
+    return {"K": kernel_flow(net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma)}
 
 
 @_register(["chi_parallel", "chi_perp"], deps=["K"])
@@ -80,7 +81,9 @@ def _susceptibilities(ctx: _Context) -> dict[str, np.ndarray]:
     # the susceptibility at layer l governs l -> l+1 and uses C_W^(l+1); C_W^(L) at the top
     cw_next = np.append(net.C_W[1:], net.C_W[-1])[:, None]
     hp = helpers(net.activation, diag, np.broadcast_to(cw_next, diag.shape))
-    return {"chi_parallel": hp.chi_par, "chi_perp": hp.chi_perp}
+    # residual layers shift both susceptibilities by gamma^2 (B.15)-(B.16)
+    g2_next = np.append(net.gamma[1:], net.gamma[-1])[:, None] ** 2
+    return {"chi_parallel": hp.chi_par + g2_next, "chi_perp": hp.chi_perp + g2_next}
 
 
 @_register(["K_gamma"], deps=["K"])
@@ -106,6 +109,11 @@ def _vertex(ctx: _Context) -> dict[str, np.ndarray]:
     net, K = ctx.network, ctx.values["K"]
     N, L = K.shape[1], net.depth
     V = np.zeros((L, N, N, N, N))
+    if net.residual:
+        # single input only: the multi-input residual vertex (B.25) misses neuron-neuron
+        # correlations and its correction is not derived (spec/08 §3.4); refused in flow()
+        V[:, 0, 0, 0, 0] = residual_vertex(net.activation, K[:, 0, 0], net.C_W, net.gamma)
+        return {"V": V}
     ratios = _ratios(ctx)
     for ell in range(1, L):
         V[ell] = vertex_step(net.activation, K[ell - 1], V[ell - 1], net.C_W[ell], ratios[ell - 1])
@@ -162,7 +170,7 @@ def _ntk(ctx: _Context, wanted: set[str]) -> dict[str, np.ndarray]:
             ratios[ell - 1],
             names,
         )
-        Theta[ell] = new["Theta"]
+        Theta[ell] = new["Theta"] + net.gamma[ell] ** 2 * Theta[ell - 1]  # residual, (B.3)
         for f in stats:
             stats[f][ell] = new[f]
     return {"Theta": Theta, **stats}
@@ -286,6 +294,8 @@ def flow(
     if any(f in "RSTU" for f in fields):
         require_ddntk(network.activation)
     _check_memory(estimate_work(network, inp, fields=fields), max_memory)
+    if network.residual:
+        _check_residual(network, inp, fields)
     ctx = _Context(network, inp, {})
     if any(f in _FINITE_WIDTH for f in fields):
         _check_aspect_ratio(network)
@@ -294,6 +304,30 @@ def flow(
     values = {name: ctx.values[name] for name in fields}
     meta = {"quadrature": dict(DEFAULT_RULE), "order": "leading (infinite width)"}
     return Flow(network, inp, values, kind="theory", meta=meta)
+
+
+_RESIDUAL_FIELDS = ("K", "chi_parallel", "chi_perp", "K_gamma", "Theta", "V")
+
+
+def _check_residual(network: Network, inputs: Inputs, fields: Sequence[str]) -> None:
+    """Refuse what is not known for residual networks (appendix B): the book extends only K
+    (B.11) and the vertex (B.25)-(B.26); Theta follows from (B.3) at leading order, and the
+    vertex is known only for a single input (spec/08 §3.4)."""
+    other = [f for f in fields if f not in _RESIDUAL_FIELDS]
+    if other:
+        raise ValueError(
+            f"{', '.join(other)}: not available for residual networks (gamma != 0); the "
+            f"residual theory covers {', '.join(_RESIDUAL_FIELDS)} (appendix B)"
+        )
+    if "V" in fields:
+        if inputs.n_inputs != 1:
+            raise ValueError(
+                "V of a residual network is known for a single input only: the book's "
+                "multi-input (B.25) misses neuron-neuron correlations (spec/08 §3.4)"
+            )
+        hidden = network.hidden_widths
+        if len(set(hidden)) > 1:
+            raise ValueError("V of a residual network needs equal hidden widths")
 
 
 def _field_names(fields: Sequence[str]) -> tuple[str, ...]:

@@ -108,8 +108,15 @@ def kernel_step(act: Activation, K: np.ndarray, C_b: float, C_W: float) -> np.nd
     return C_b + C_W * pair_moments(act, K, (0,))[0]
 
 
-def kernel_flow(act: Activation, gram: np.ndarray, C_b: np.ndarray, C_W: np.ndarray) -> np.ndarray:
-    """The kernel at every layer, ``K^(l)`` for ``l = 1..L``.
+def kernel_flow(
+    act: Activation,
+    gram: np.ndarray,
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    gamma: np.ndarray | None = None,
+) -> np.ndarray:
+    """The kernel at every layer, ``K^(l)`` for ``l = 1..L``; residual layers add
+    ``gamma^2 K^(l-1)`` (B.11).
 
     Parameters
     ----------
@@ -118,6 +125,8 @@ def kernel_flow(act: Activation, gram: np.ndarray, C_b: np.ndarray, C_W: np.ndar
         Normalized input Gram matrix ``X``.
     C_b, C_W : ndarray, shape (L,)
         Per-layer hyperparameters.
+    gamma : ndarray, shape (L,), optional
+        Residual strengths (default: none).
 
     Returns
     -------
@@ -128,6 +137,8 @@ def kernel_flow(act: Activation, gram: np.ndarray, C_b: np.ndarray, C_W: np.ndar
     K[0] = first_layer_kernel(gram, C_b[0], C_W[0])
     for ell in range(1, L):
         K[ell] = kernel_step(act, K[ell - 1], C_b[ell], C_W[ell])
+        if gamma is not None and gamma[ell]:
+            K[ell] += gamma[ell] ** 2 * K[ell - 1]
     return K
 
 
