@@ -41,6 +41,7 @@ from .network import Network
 from .theory.criticality import criticality
 from .theory.flow import flow
 from .theory.kernel import gamma_components, helpers, kernel_step
+from .theory.residual import residual_vertex, sigma_squared_modes
 
 __all__ = [
     "gaussian_entropy",
@@ -524,7 +525,7 @@ _HALF_STABLE_NOTE = (
 
 
 def vertex_growth(
-    act: str | Activation, *, k1: float = 1.0, segment: int | None = None
+    act: str | Activation, *, k1: float = 1.0, segment: int | None = None, gamma: float = 0.0
 ) -> VertexGrowth:
     """``nu`` of (A.68) for any critical activation, from the recursions (5.108)-(5.109).
 
@@ -542,7 +543,15 @@ def vertex_growth(
         depend on it for the scale-invariant and K*=0 classes.
     segment : int, optional
         ``d``; the recursion runs to ``4 d``.  Default 128 for the K*=0 class (accuracy
-        ~5e-5), 4 otherwise (where ``V/K^2`` is exactly linear).
+        ~5e-5), 4 otherwise (where ``V/K^2`` is exactly linear); for a residual network at
+        least the ``log(1e-7)/log(gamma)`` layers its Hermite modes take to settle.
+    gamma : float
+        Residual strength ``0 <= gamma^2 < 1`` of every layer after the first (appendix B):
+        the recursion is then the corrected residual one (:mod:`pdlt.theory.residual`) at the
+        residual critical point ``(1 - gamma^2) (C_b*, C_W*)`` (B.19), and ``nu_class`` is the
+        K*=0 class's ``(2/3)(1 - gamma^4)`` (B.35) or the scale-invariant class's
+        ``C_W^2 sum_a c_a (1 + gamma^a)/(1 - gamma^a)`` (spec/08 §3.4.3; the book's (B.29)
+        misses the odd modes).
 
     Raises
     ------
@@ -556,11 +565,19 @@ def vertex_growth(
         isinstance(segment, bool) or int(segment) != segment or segment < 1
     ):
         raise ValueError(f"segment must be a positive integer, got {segment!r}")
-    return _vertex_growth(act, float(k1), None if segment is None else int(segment))
+    if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma**2 < 1):
+        raise ValueError(f"gamma must be a number with 0 <= gamma^2 < 1, got {gamma!r}")
+    return _vertex_growth(
+        act, float(k1), None if segment is None else int(segment), abs(float(gamma))
+    )
 
 
 @lru_cache(maxsize=64)
-def _vertex_growth(act: Activation, k1: float, segment: int | None) -> VertexGrowth:
+def _vertex_growth(
+    act: Activation, k1: float, segment: int | None, gamma: float = 0.0
+) -> VertexGrowth:
+    if gamma:
+        return _residual_vertex_growth(act, k1, segment, gamma)
     crit = criticality(act)
     cls = crit.universality_class
     if cls == "none" or crit.C_b is None or crit.C_W is None:
@@ -599,6 +616,59 @@ def _vertex_growth(act: Activation, k1: float, segment: int | None) -> VertexGro
     )
 
 
+def _slope_extrapolated(ratio: np.ndarray, d: int) -> tuple[float, float]:
+    """``nu`` and its error from ``V/K^2`` (index ``l - 1``) over depths ``d..2d..4d``."""
+
+    def slope(a: int) -> float:
+        return float((ratio[2 * a - 1] - ratio[a - 1]) / a)
+
+    s1, s2 = slope(d), slope(2 * d)
+    return 2.0 * s2 - s1, abs(s1 - s2)
+
+
+def _residual_vertex_growth(act: Activation, k1: float, segment: int | None, gamma: float):
+    """:func:`vertex_growth` for a residual network (appendix B, spec/08 §3.4.3)."""
+    crit = criticality(act)
+    cls = crit.universality_class
+    if cls not in ("scale-invariant", "K*=0") or crit.C_b is None or crit.C_W is None:
+        raise ValueError(
+            f"{act.name!r} ({cls}): the residual nu(gamma) is defined here for the "
+            "scale-invariant and K*=0 classes (appendix B)"
+        )
+    settle = math.ceil(math.log(1e-7) / math.log(gamma))
+    d = max(segment if segment is not None else (128 if cls == "K*=0" else 4), settle)
+    L = 4 * d
+    C_b, C_W = (1 - gamma**2) * crit.C_b, (1 - gamma**2) * crit.C_W
+    K = np.empty(L)
+    K[0] = k1
+    for ell in range(1, L):
+        K[ell] = kernel_step(act, K[ell - 1 : ell].reshape(1, 1), C_b, C_W)[0, 0]
+        K[ell] += gamma**2 * K[ell - 1]
+    gam = np.r_[0.0, np.full(L - 1, gamma)]
+    V = residual_vertex(act, K, np.r_[crit.C_W, np.full(L - 1, C_W)], gam)
+    nu, err = _slope_extrapolated(V / K**2, d)
+    if cls == "K*=0":
+        nu_class = 2.0 / 3.0 * (1 - gamma**4)  # (B.35)
+    else:  # nu_true = C_W^2 sum_a h_a(K=1)^2 (1 + gamma^a)/(1 - gamma^a), spec/08 §3.4.3
+        h = sigma_squared_modes(act, np.array([1.0]))[0]
+        a = np.arange(1, h.size)
+        nu_class = float(C_W**2 * np.sum(h[1:] ** 2 * (1 + gamma**a) / (1 - gamma**a)))
+    c = crit.exponents.get("V_over_nK2")
+    book = "" if cls == "K*=0" or c is None else (
+        f"; the book's (B.29) gives {(1 - gamma**2) * ((1 - gamma**2) * c + 4 * gamma**2):.6g}"
+    )
+    return VertexGrowth(
+        activation=act.name,
+        universality_class=cls,
+        nu=nu,
+        nu_error=err,
+        nu_class=nu_class,
+        K1=float(k1),
+        depth=L,
+        note=f"residual, gamma^2 = {gamma**2:.6g} (corrected recursion, spec/08 §3.4.3){book}",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Optimal aspect ratio (A.71)-(A.74)
 # --------------------------------------------------------------------------------------------
@@ -618,14 +688,16 @@ def _groups(n_out: int | None, m1: int | None, m2: int | None) -> tuple[int, int
     return n // 2, n - n // 2
 
 
-def _nu(act: str | Activation | None, nu: float | None) -> tuple[float, VertexGrowth | None]:
+def _nu(
+    act: str | Activation | None, nu: float | None, gamma: float = 0.0
+) -> tuple[float, VertexGrowth | None]:
     if (act is None) == (nu is None):
         raise ValueError("give an activation or nu (not both)")
     if nu is not None:
         if not (isinstance(nu, int | float) and math.isfinite(nu) and nu > 0):
             raise ValueError(f"nu must be a positive number, got {nu!r}")
         return float(nu), None
-    growth = vertex_growth(act)  # type: ignore[arg-type]
+    growth = vertex_growth(act, gamma=gamma)  # type: ignore[arg-type]
     return growth.nu, growth
 
 
@@ -723,6 +795,7 @@ def optimal_aspect_ratio(
     n_out: int | None = None,
     m1: int | None = None,
     m2: int | None = None,
+    gamma: float = 0.0,
 ) -> OptimalAspectRatio:
     """The optimal depth-to-width ratio ``r* = L/n`` (A.72)-(A.74).
 
@@ -743,6 +816,9 @@ def optimal_aspect_ratio(
         Output width ``n_L >= 2``; default 2 when ``m1, m2`` are not given.
     m1, m2 : int, optional
         Explicit group sizes (A.72), instead of ``n_out``.
+    gamma : float
+        Residual strength of the hidden layers (B.36): ``r*(gamma) = 4/((20 + 3 n_L)
+        nu(gamma))`` with the corrected ``nu(gamma)`` of :func:`vertex_growth`.
 
     Examples
     --------
@@ -750,7 +826,7 @@ def optimal_aspect_ratio(
     0.030769
     """
     g1, g2 = _groups(n_out, m1, m2)
-    value, growth = _nu(act, nu)
+    value, growth = _nu(act, nu, gamma)
     M = g1 + g2
     x_star = 4.0 / (20 + 3 * M)
     cls = growth.universality_class if growth is not None else None
@@ -763,7 +839,9 @@ def optimal_aspect_ratio(
         I_star=float(_objective(x_star, g1, g2)),
         c2=g1 * g2 / 8.0,
         c3=g1 * g2 * (20 + 3 * M) / 48.0,
-        r_star_consistent=4.0 / ((14 + 3 * M) * value) if cls == "scale-invariant" else None,
+        r_star_consistent=(
+            4.0 / ((14 + 3 * M) * value) if cls == "scale-invariant" and not gamma else None
+        ),
         growth=growth,
         activation=growth.activation if growth is not None else None,
         universality_class=cls,
@@ -976,8 +1054,9 @@ def aspect_ratio_summary(
     n_out: int = 2,
     budget: int | None = None,
     n_in: int | None = None,
+    gamma: float = 0.0,
 ) -> dict[str, Any]:
-    """JSON-serializable summary for ``pdlt aspect-ratio`` (A.68)-(A.74).
+    """JSON-serializable summary for ``pdlt aspect-ratio`` (A.68)-(A.74), (B.36).
 
     Parameters
     ----------
@@ -987,14 +1066,16 @@ def aspect_ratio_summary(
     budget : int, optional
         With ``n_in``: also recommend (depth, width) pairs (:func:`recommend_architectures`).
     n_in : int, optional
+    gamma : float
+        Residual strength of the hidden layers (appendix B).
     """
     act = activation(act)  # one object, so nu is computed once (cached per activation)
-    opt = optimal_aspect_ratio(act, n_out=n_out)
-    out: dict[str, Any] = {"n_out": n_out, **opt.to_dict()}
+    opt = optimal_aspect_ratio(act, n_out=n_out, gamma=gamma)
+    out: dict[str, Any] = {"n_out": n_out, "gamma": gamma, **opt.to_dict()}
     if budget is not None:
         if n_in is None:
             raise ValueError("a parameter budget needs the input width n_in")
-        archs = recommend_architectures(act, budget=budget, n_in=n_in, n_out=n_out)
+        archs = recommend_architectures(budget=budget, n_in=n_in, n_out=n_out, nu=opt.nu)
         out["budget"] = budget
         out["n_in"] = n_in
         out["architectures"] = [
@@ -1014,7 +1095,8 @@ def format_aspect_ratio(summary: dict[str, Any]) -> str:
     """Human-readable text for an :func:`aspect_ratio_summary` dict."""
     s = summary
     lines = [
-        f"activation        {s['activation']} ({s['universality_class']})",
+        f"activation        {s['activation']} ({s['universality_class']})"
+        + (f", residual gamma = {s['gamma']:g}" if s.get("gamma") else ""),
         f"nu                {s['nu']:.6g}   w^(L) = V/(n G^2) = nu L/n (A.68)"
         + ("" if s.get("nu_class") is None else f"; class value {s['nu_class']:.6g} (A.69)/(A.70)"),
         f"output groups     m1 = {s['m1']}, m2 = {s['m2']} (n_L = {s['n_out']})",

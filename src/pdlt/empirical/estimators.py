@@ -13,7 +13,7 @@ one network, which are exchangeable; spec/02 §12, spec/05 §14, spec/06 §9, sp
 field     estimator                                                                   error
 ========  ==========================================================================  ========
 K         ``E[G-hat^(l)]`` -- the mean metric G (4.72), Rao-Blackwellized                mean
-V         ``N_prev Cov(G-hat_ab, G-hat_cd)`` (4.76); residual layer: distinct neurons (below) jackknife
+V         ``N_prev Cov(G-hat_ab, G-hat_cd)`` (4.76); residual layers: see below          jackknife
 Theta     ``E[H-hat_ii]`` (8.58)                                                        mean
 A         ``N_prev (E[H-hat_ii H-hat_jj] - E[H-hat_ii] E[H-hat_jj])`` (8.82)              jackknife
 B         ``B[a,b,c,d] = N_prev E[H-hat_{ij;ac} H-hat_{ij;bd}]`` (8.82), spec/05 §1.1      mean
