@@ -173,3 +173,37 @@ def test_residual_refusals_say_what_is_available():
     with pytest.raises(ValueError, match="A: not available for residual"):
         flow(net, X3, fields=("A",))
     assert flow(net, X3, fields=("K", "Theta"))["K"].shape == (3, 3, 3)
+
+
+# ---- nu(gamma) and the optimal aspect ratio (B.35)-(B.36) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gamma2", "nu_true", "nu_book"),
+    # spec/08 §3.4.3 (ReLU, corrected; book (B.29) = (1 - g^2)(5 - g^2))
+    [(0.05, 6.0350, 4.7025), (0.25, 6.4963, 3.5625), (0.5, 5.4425, 2.25), (0.75, 3.2214, 1.0625)],
+)
+def test_relu_residual_nu_from_iterating_the_recursion(gamma2, nu_true, nu_book):
+    growth = pdlt.information.vertex_growth("relu", gamma=math.sqrt(gamma2))
+    assert growth.nu == pytest.approx(nu_true, abs=1e-4)
+    # the iteration and the mode series (an independent sum) agree
+    assert growth.nu == pytest.approx(growth.nu_class, rel=1e-6)
+    assert f"{nu_book:.6g}" in growth.note  # and the book's value is reported beside it
+    opt = pdlt.information.optimal_aspect_ratio("relu", gamma=math.sqrt(gamma2), n_out=2)
+    assert opt.r_star == pytest.approx(4 / (26 * nu_true), rel=1e-4)  # (B.36)
+
+
+def test_tanh_residual_nu_is_the_k_star_zero_class_value():
+    # (B.35): nu = (2/3)(1 - gamma^4); the corrected and book recursions share it asymptotically
+    growth = pdlt.information.vertex_growth("tanh", gamma=math.sqrt(0.5))
+    assert growth.nu == pytest.approx(2 / 3 * (1 - 0.25), abs=3 * growth.nu_error + 1e-3)
+
+
+def test_cli_aspect_ratio_residual(capsys):
+    from pdlt.cli import main
+
+    assert main(["aspect-ratio", "--activation", "relu", "--residual", "0.5", "--json"]) == 0
+    out = __import__("json").loads(capsys.readouterr().out)
+    assert out["gamma"] == 0.5 and out["nu"] == pytest.approx(out["nu_class"], rel=1e-6)
+    assert main(["aspect-ratio", "--activation", "relu", "--residual", "1"]) == 2
+    assert "gamma^2 < 1" in capsys.readouterr().err

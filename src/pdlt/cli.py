@@ -994,7 +994,11 @@ def _cmd_aspect_ratio(args: argparse.Namespace) -> int:
     _check_plot_path(args.plot)
     try:
         summary = aspect_ratio_summary(
-            args.activation, n_out=args.n_out, budget=args.budget, n_in=args.n_in
+            args.activation,
+            n_out=args.n_out,
+            budget=args.budget,
+            n_in=args.n_in,
+            gamma=args.residual,
         )
     except (ValueError, ImportError, OSError) as exc:
         raise UsageError(" ".join(str(exc).split())) from None
@@ -1002,7 +1006,8 @@ def _cmd_aspect_ratio(args: argparse.Namespace) -> int:
     def draw(path: str) -> None:
         from .plots import save_atomically
 
-        ax = plot_information_curve(information_curve(args.activation, n_out=args.n_out))
+        curve = information_curve(nu=summary["nu"], n_out=args.n_out)
+        ax = plot_information_curve(curve)
         save_atomically(ax.figure, path)
 
     _save_plot(args.plot, draw)
@@ -1126,6 +1131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-out", type=_positive_int, default=2, help="output width n_L >= 2")
     p.add_argument("--budget", type=_positive_int, default=None, help="parameter budget")
     p.add_argument("--n-in", type=_positive_int, default=None, help="input width (with --budget)")
+    p.add_argument(
+        "--residual",
+        type=float,
+        default=0.0,
+        metavar="GAMMA",
+        help="residual strength gamma of the hidden layers, 0 <= gamma^2 < 1 (appendix B)",
+    )
     p.add_argument("--plot", default=None, metavar="FILE.png", help="information vs r")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

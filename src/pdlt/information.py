@@ -596,19 +596,13 @@ def _vertex_growth(
     V = np.zeros(L)
     for ell in range(1, L):
         V[ell] = hp.chi_par[ell - 1] ** 2 * V[ell - 1] + hp.s_V[ell - 1]
-    ratio = V / K**2  # index l - 1 holds layer l
-
-    def slope(a: int) -> float:
-        return float((ratio[2 * a - 1] - ratio[a - 1]) / a)
-
-    s1, s2 = slope(d), slope(2 * d)
-    nu = 2.0 * s2 - s1
+    nu, err = _slope_extrapolated(V / K**2, d)  # index l - 1 holds layer l
     nu_class = crit.exponents.get("V_over_nK2")
     return VertexGrowth(
         activation=act.name,
         universality_class=cls,
         nu=nu,
-        nu_error=abs(nu - s2),
+        nu_error=err,
         nu_class=None if nu_class is None else float(nu_class),
         K1=float(K1),
         depth=L,
@@ -626,7 +620,9 @@ def _slope_extrapolated(ratio: np.ndarray, d: int) -> tuple[float, float]:
     return 2.0 * s2 - s1, abs(s1 - s2)
 
 
-def _residual_vertex_growth(act: Activation, k1: float, segment: int | None, gamma: float):
+def _residual_vertex_growth(
+    act: Activation, k1: float, segment: int | None, gamma: float
+) -> VertexGrowth:
     """:func:`vertex_growth` for a residual network (appendix B, spec/08 §3.4.3)."""
     crit = criticality(act)
     cls = crit.universality_class
@@ -649,13 +645,21 @@ def _residual_vertex_growth(act: Activation, k1: float, segment: int | None, gam
     nu, err = _slope_extrapolated(V / K**2, d)
     if cls == "K*=0":
         nu_class = 2.0 / 3.0 * (1 - gamma**4)  # (B.35)
-    else:  # nu_true = C_W^2 sum_a h_a(K=1)^2 (1 + gamma^a)/(1 - gamma^a), spec/08 §3.4.3
+    else:
+        # nu_true = C_W^2 sum_a c_a (1 + gamma^a)/(1 - gamma^a) at K = 1 (spec/08 §3.4.3)
+        #         = C_W^2 [Var sigma^2 + 2 sum_a c_a gamma^a/(1 - gamma^a)], the first term
+        # exact, the second geometric in a (c_a = h_a^2)
         h = sigma_squared_modes(act, np.array([1.0]))[0]
         a = np.arange(1, h.size)
-        nu_class = float(C_W**2 * np.sum(h[1:] ** 2 * (1 + gamma**a) / (1 - gamma**a)))
+        var = float(helpers(act, 1.0, C_W).s_V)  # C_W^2 (<sigma^4> - <sigma^2>^2)
+        nu_class = var + 2 * C_W**2 * float(np.sum(h[1:] ** 2 * gamma**a / (1 - gamma**a)))
     c = crit.exponents.get("V_over_nK2")
-    book = "" if cls == "K*=0" or c is None else (
-        f"; the book's (B.29) gives {(1 - gamma**2) * ((1 - gamma**2) * c + 4 * gamma**2):.6g}"
+    book = (
+        ""
+        if cls == "K*=0" or c is None
+        else (
+            f"; the book's (B.29) gives {(1 - gamma**2) * ((1 - gamma**2) * c + 4 * gamma**2):.6g}"
+        )
     )
     return VertexGrowth(
         activation=act.name,
@@ -1098,7 +1102,12 @@ def format_aspect_ratio(summary: dict[str, Any]) -> str:
         f"activation        {s['activation']} ({s['universality_class']})"
         + (f", residual gamma = {s['gamma']:g}" if s.get("gamma") else ""),
         f"nu                {s['nu']:.6g}   w^(L) = V/(n G^2) = nu L/n (A.68)"
-        + ("" if s.get("nu_class") is None else f"; class value {s['nu_class']:.6g} (A.69)/(A.70)"),
+        + (
+            ""
+            if s.get("nu_class") is None
+            else f"; class value {s['nu_class']:.6g} "
+            + ("(B.35) / spec/08 §3.4.3" if s.get("gamma") else "(A.69)/(A.70)")
+        ),
         f"output groups     m1 = {s['m1']}, m2 = {s['m2']} (n_L = {s['n_out']})",
         f"r* = L/n          {s['r_star']:.6g}   = 4/((20 + 3 n_L) nu) (A.73)",
         f"nu r*             {s['x_star']:.6g}   (must be small for the estimate to hold)",
