@@ -207,3 +207,16 @@ def test_cli_aspect_ratio_residual(capsys):
     assert out["gamma"] == 0.5 and out["nu"] == pytest.approx(out["nu_class"], rel=1e-6)
     assert main(["aspect-ratio", "--activation", "relu", "--residual", "1"]) == 2
     assert "gamma^2 < 1" in capsys.readouterr().err
+
+
+def test_cli_gamma_option_reaches_the_network(capsys):
+    from pdlt.cli import main
+
+    args = ["flow", "--activation", "relu", "--depth", "4", "--k1", "1", "--json"]
+    assert main([*args, "--gamma", "0.5", "--fields", "K,Theta"]) == 0
+    out = __import__("json").loads(capsys.readouterr().out)
+    assert out["network"]["gamma"] == [0, 0.5, 0.5, 0]
+    # (B.20): K stays at K^(1) = 1 through the residual critical layers
+    np.testing.assert_allclose(np.ravel(out["layers"]["K"]), 1.0, rtol=1e-12)
+    assert main([*args, "--gamma", "0.5,0.5,0.5,0"]) == 2  # layer 1 maps the input
+    assert "gamma must be 0 at layer 1" in capsys.readouterr().err

@@ -164,6 +164,13 @@ def add_network_options(p: argparse.ArgumentParser, inputs: bool = True) -> None
         default=None,
         help="weight learning rate lambda_W (step lambda_W/n_{l-1}; default 1)",
     )
+    p.add_argument(
+        "--gamma",
+        type=_floats,
+        default=None,
+        help="residual strength: a number for every hidden layer of equal width, or one per "
+        "layer (appendix B; default 0, no residual connections)",
+    )
     if not inputs:  # parsed only to be rejected (a group of hidden options trips argparse)
         p.add_argument("--k1", type=float, default=None, help=argparse.SUPPRESS)
         p.add_argument("--inputs", default=None, help=argparse.SUPPRESS)
@@ -184,7 +191,7 @@ def network_from_args(args: argparse.Namespace, inputs: Inputs | None = None) ->
     if (args.C_b is None) != (args.C_W is None):
         raise UsageError("give both --C-b and --C-W, or neither (critical initialization)")
     kw: dict[str, Any] = {}
-    for name in ("lambda_b", "lambda_W"):
+    for name in ("lambda_b", "lambda_W", "gamma"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
     try:
