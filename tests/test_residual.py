@@ -38,6 +38,8 @@ def test_gamma_fills_the_square_layers_and_sets_residual_criticality():
     np.testing.assert_allclose(net.C_b, 0)
     assert "gamma=[0, 0.7071, 0.7071, 0]" in repr(net)
     assert net.replace(width=16).gamma.tolist() == net.gamma.tolist()
+    deeper = Network("relu", depth=4, width=8, gamma=0.5, C_b=0.0, C_W=1.5).replace(depth=6)
+    np.testing.assert_allclose(deeper.gamma, [0, 0.5, 0.5, 0.5, 0.5, 0])
     assert Network(net.activation, **{k: v for k, v in net.to_dict().items() if k != "activation"})
 
 

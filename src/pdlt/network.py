@@ -345,10 +345,11 @@ class Network:
             if depth != self.depth:
                 for key in ("C_b", "C_W", "lambda_b", "lambda_W", "C_b1", "C_W1", "gamma"):
                     vals = args[key]
-                    if key == "gamma" and np.all(vals[1:] == vals[-1]):
-                        args[key] = float(vals[-1])
-                    elif np.all(vals == vals[0]):
-                        args[key] = float(vals[0])
+                    used = vals[vals != 0] if key == "gamma" else vals  # gamma: its layers
+                    if used.size == 0:
+                        args[key] = 0.0
+                    elif np.all(used == used[0]):
+                        args[key] = float(used[0])
                     else:
                         raise ValueError(
                             f"cannot change depth of a network with per-layer {key}; "
