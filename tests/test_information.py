@@ -441,3 +441,59 @@ def test_bad_input_messages():
     with pytest.raises(ValueError, match="cannot be split"):
         network_information(pdlt.Network("relu", depth=3, width=8))
     assert "r*=0.0307692" in repr(optimal_aspect_ratio("relu"))
+
+
+# ---- discrete distributions (A.1)-(A.24) --------------------------------------------------
+
+
+def test_discrete_entropy_kl_and_mutual_information_closed_forms():
+    from pdlt.information import (
+        cross_entropy,
+        entropy,
+        kl_divergence,
+        mutual_information,
+        tripartite_information,
+    )
+
+    assert entropy([1.0, 0.0, 0.0]) == 0.0  # (A.2)
+    assert entropy(np.full(6, 1 / 6)) == pytest.approx(math.log(6), rel=1e-14)  # (A.3)
+    # Bernoulli KL, by hand: a log(a/b) + (1-a) log((1-a)/(1-b))
+    a, b = 0.3, 0.6
+    kl = a * math.log(a / b) + (1 - a) * math.log((1 - a) / (1 - b))
+    assert kl_divergence([a, 1 - a], [b, 1 - b]) == pytest.approx(kl, rel=1e-14)
+    assert cross_entropy([a, 1 - a], [b, 1 - b]) == pytest.approx(
+        kl + entropy([a, 1 - a]), rel=1e-14
+    )
+    assert kl_divergence([0.5, 0.5], [1.0, 0.0]) == math.inf  # q = 0 < p
+    # independent variables: I = 0 (A.15); a copied fair bit: log 2
+    pxy = np.multiply.outer([0.2, 0.8], [0.1, 0.3, 0.6])
+    assert abs(mutual_information(pxy)) < 1e-15
+    assert mutual_information([[0.5, 0], [0, 0.5]]) == pytest.approx(math.log(2), rel=1e-14)
+    # (A.24): z = x XOR y of two fair bits is synergistic, -log 2; x = y = z redundant, +log 2
+    xor = np.zeros((2, 2, 2))
+    for x in (0, 1):
+        for y in (0, 1):
+            xor[x, y, x ^ y] = 0.25
+    assert tripartite_information(xor) == pytest.approx(-math.log(2), rel=1e-14)
+    copy = np.zeros((2, 2, 2))
+    copy[0, 0, 0] = copy[1, 1, 1] = 0.5
+    assert tripartite_information(copy) == pytest.approx(math.log(2), rel=1e-14)
+    # and it is symmetric in its three variables
+    rng = np.random.default_rng(0)
+    p = rng.random((2, 3, 4))
+    p /= p.sum()
+    values = [
+        tripartite_information(p.transpose(perm)) for perm in ((0, 1, 2), (2, 0, 1), (1, 2, 0))
+    ]
+    np.testing.assert_allclose(values, values[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("p", "match"),
+    [([0.5, 0.6], "sum to 1"), ([1.5, -0.5], ">= 0"), ([np.nan, 1.0], "finite"), ([], "non-empty")],
+)
+def test_discrete_distributions_are_validated(p, match):
+    from pdlt.information import entropy
+
+    with pytest.raises(ValueError, match=match):
+        entropy(p)

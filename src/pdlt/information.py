@@ -2,6 +2,10 @@
 
 Book Appendix A (L39474-L41424); spec/08 §2.  Logs are natural (nats).
 
+Discrete distributions (§A.1)
+    :func:`entropy` (A.1), :func:`cross_entropy` and :func:`kl_divergence` (A.12),
+    :func:`mutual_information` (A.14), :func:`tripartite_information` (A.24), on arrays of
+    probabilities (one axis per variable).
 Infinite width (§A.2)
     :func:`gaussian_entropy` (A.26), :func:`gaussian_mutual_information` (A.27)-(A.28),
     :func:`input_pair_information` (A.28), :func:`gamma_pair_information` (A.29) and
@@ -44,6 +48,11 @@ from .theory.kernel import gamma_components, helpers, kernel_step
 from .theory.residual import residual_vertex, sigma_squared_modes
 
 __all__ = [
+    "entropy",
+    "cross_entropy",
+    "kl_divergence",
+    "mutual_information",
+    "tripartite_information",
     "gaussian_entropy",
     "gaussian_mutual_information",
     "input_pair_information",
@@ -69,6 +78,102 @@ __all__ = [
     "aspect_ratio_summary",
     "format_aspect_ratio",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# Discrete distributions (§A.1)
+# --------------------------------------------------------------------------------------------
+
+
+def _distribution(p: Any, name: str = "p", ndim: int | None = None) -> np.ndarray:
+    """``p`` as a float64 array of probabilities: finite, non-negative, summing to 1."""
+    arr = np.asarray(p, dtype=np.float64)
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} axes (one per variable), got shape {arr.shape}")
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{name} must be a non-empty array of finite probabilities >= 0")
+    total = float(arr.sum())
+    if abs(total - 1.0) > 1e-9:
+        raise ValueError(f"{name} must sum to 1, got {total:.12g}")
+    return arr
+
+
+def _plogq(p: np.ndarray, q: np.ndarray) -> float:
+    """``sum p log q`` with ``0 log q = 0``; ``-inf`` where ``q = 0 < p``."""
+    support = p > 0
+    if np.any(q[support] == 0):
+        return -math.inf
+    return float(np.sum(p[support] * np.log(q[support])))
+
+
+def entropy(p: Any) -> float:
+    """Shannon entropy ``S[p] = -sum_x p(x) log p(x)`` in nats (A.1); ``0 log 0 = 0``.
+
+    ``p`` is an array of probabilities of any shape (a joint distribution over its axes).
+
+    Examples
+    --------
+    >>> round(entropy([0.25, 0.25, 0.25, 0.25]), 6)  # uniform: log |X| (A.3)
+    1.386294
+    """
+    arr = _distribution(p)
+    return -_plogq(arr, arr)
+
+
+def cross_entropy(p: Any, q: Any) -> float:
+    """``S[p, q] = -sum_x p(x) log q(x)`` (A.12); ``inf`` where ``q = 0 < p``."""
+    a, b = _distribution(p, "p"), _distribution(q, "q")
+    if a.shape != b.shape:
+        raise ValueError(f"p and q must have the same shape, got {a.shape} and {b.shape}")
+    return -_plogq(a, b)
+
+
+def kl_divergence(p: Any, q: Any) -> float:
+    """``KL[p || q] = sum_x p log(p/q) = S[p, q] - S[p] >= 0`` (A.12)-(A.13), in nats."""
+    a, b = _distribution(p, "p"), _distribution(q, "q")
+    if a.shape != b.shape:
+        raise ValueError(f"p and q must have the same shape, got {a.shape} and {b.shape}")
+    cross = _plogq(a, b)
+    if cross == -math.inf:
+        return math.inf
+    support = a > 0
+    return float(np.sum(a[support] * (np.log(a[support]) - np.log(b[support]))))
+
+
+def _marginal(p: np.ndarray, keep: Sequence[int]) -> np.ndarray:
+    return p.sum(axis=tuple(i for i in range(p.ndim) if i not in keep))
+
+
+def mutual_information(pxy: Any) -> float:
+    """``I[p(x, y)] = S[p(x)] + S[p(y)] - S[p(x, y)] = KL[p(x,y) || p(x) p(y)]`` (A.14).
+
+    Parameters
+    ----------
+    pxy : array_like, shape (|X|, |Y|)
+        Joint probabilities.
+
+    Examples
+    --------
+    >>> mutual_information([[0.5, 0.0], [0.0, 0.5]]) == math.log(2)  # a copied fair bit
+    True
+    """
+    p = _distribution(pxy, "pxy", 2)
+    return kl_divergence(p, np.multiply.outer(_marginal(p, [0]), _marginal(p, [1])))
+
+
+def tripartite_information(pxyz: Any) -> float:
+    """``I_3 = S_x + S_y + S_z - S_xy - S_yz - S_zx + S_xyz`` (A.24): ``I[x:y] - I[x:y | z]``.
+
+    Symmetric in the three variables; positive for redundant, negative for synergistic
+    information (e.g. ``z = x XOR y`` gives ``-log 2``).
+
+    Parameters
+    ----------
+    pxyz : array_like, shape (|X|, |Y|, |Z|)
+    """
+    p = _distribution(pxyz, "pxyz", 3)
+    S = {keep: entropy(_marginal(p, keep)) for keep in ((0,), (1,), (2,), (0, 1), (1, 2), (0, 2))}
+    return S[(0,)] + S[(1,)] + S[(2,)] - S[(0, 1)] - S[(1, 2)] - S[(0, 2)] + entropy(p)
 
 
 # --------------------------------------------------------------------------------------------
