@@ -222,3 +222,14 @@ def test_cli_gamma_option_reaches_the_network(capsys):
     np.testing.assert_allclose(np.ravel(out["layers"]["K"]), 1.0, rtol=1e-12)
     assert main([*args, "--gamma", "0.5,0.5,0.5,0"]) == 2  # layer 1 maps the input
     assert "gamma must be 0 at layer 1" in capsys.readouterr().err
+
+
+def test_cli_compare_residual_network(capsys):
+    # residual networks have no G1 (appendix B): compare checks K at leading order, V, Theta
+    from pdlt.cli import main
+
+    args = ["compare", "--activation", "relu", "--depth", "3", "--width", "16", "--n-out", "16"]
+    code = main([*args, "--gamma", "0.5", "--k1", "1", "--ensemble", "100", "--json"])
+    out = __import__("json").loads(capsys.readouterr().out)
+    assert code == 0, out  # before: "G1: not available for residual networks", exit 2
+    assert {row["field"] for row in out["rows"]} >= {"K", "V", "Theta"}

@@ -420,8 +420,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--truncation must be a finite number >= 0, got {args.truncation}")
     net, inputs, measured = _measure_from_args(args)
     theory_fields = [f for f in measured.fields if f in available_fields()]
-    if "K" in theory_fields and net.finite_width:
-        theory_fields.append("G1")  # compare the measured metric with K + G1/n (4.104)
+    if "K" in theory_fields and net.finite_width and not net.residual:
+        # compare the measured metric with K + G1/n (4.104); residual networks have no G1
+        # (appendix B), so their K is compared at leading order within the truncation allowance
+        theory_fields.append("G1")
     try:
         theory = flow(net, measured.inputs, fields=theory_fields)
         result = compare(theory, measured, k=args.k, truncation=args.truncation)
