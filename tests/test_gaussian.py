@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from pdlt import gaussian
 from pdlt.activations import Activation, activation
 from pdlt.gaussian import expect, moments
 
@@ -542,6 +543,71 @@ def test_tanh_four_dimensional_correlated_pairs():
     got = moments(activation("tanh"), K, [[(0, 0), (1, 0), (2, 0), (3, 0)]])[0]
     ref = TWO_D_MPMATH[("tanh", 1.0, 1.0, 0.5)] ** 2
     assert abs(got - ref) <= 1e-6 * ref
+
+
+def test_hermite_path_small_variances_vs_mpmath():
+    # diagonal K at small variances: the tensor Gauss-Hermite path is taken (spy) and the
+    # moments are products of 1-D mpmath references; target 1e-11 relative
+    variances = [0.02, 0.05, 0.03, 0.04]
+    act = activation("tanh")
+    calls = []
+    original = gaussian._tensor_hermite
+
+    def spy(fn, L, counts):
+        calls.append(counts)
+        return original(fn, L, counts)
+
+    with pytest.MonkeyPatch.context() as mpatch:
+        mpatch.setattr(gaussian, "_tensor_hermite", spy)
+        prod = [(0, 1), (1, 1), (2, 2), (2, 2), (3, 3)]
+        got = moments(act, np.diag(variances), [prod])[0]
+    assert calls, "the Gauss-Hermite path was not taken"
+    d1 = lambda z: 1 - mp.tanh(z) ** 2  # noqa: E731
+    d2 = lambda z: -2 * mp.tanh(z) * d1(z)  # noqa: E731
+    d3 = lambda z: -2 * d1(z) ** 2 + 4 * mp.tanh(z) ** 2 * d1(z)  # noqa: E731
+    ref = (
+        _mp_gauss1(d1, variances[0])
+        * _mp_gauss1(d1, variances[1])
+        * _mp_gauss1(lambda z: d2(z) ** 2, variances[2])
+        * _mp_gauss1(d3, variances[3])
+    )
+    assert abs(got - ref) <= 1e-11 * abs(ref)
+
+
+_HERMITE_PRODUCTS = [
+    [(0, 0), (1, 0), (2, 0), (3, 0)],
+    [(0, 1), (1, 1), (2, 1), (3, 1)],
+    [(0, 2), (1, 1), (2, 1), (3, 0)],
+    [(0, 2), (1, 2), (2, 1), (3, 1)],
+    [(0, 3), (1, 1), (2, 1), (3, 1)],
+    [(0, 0), (0, 0), (1, 1), (2, 1)],
+]
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "swish", "erf", "softplus", "sin"])
+@pytest.mark.parametrize("s", [0.01, 0.1, 0.3])
+def test_hermite_path_matches_composite_rule(name, s):
+    # correlated 4-D covariances: the Gauss-Hermite path (chosen per variable by its 1-D
+    # self-test) against the composite rule (the path checked against mpmath above);
+    # target 1e-10 of the largest moment
+    rng = np.random.default_rng(int(100 * s))
+    A = rng.normal(size=(4, 4))
+    K = s * (A @ A.T / 4 + 0.05 * np.eye(4))
+    act = activation(name)
+    got = moments(act, K, _HERMITE_PRODUCTS)
+    with pytest.MonkeyPatch.context() as mpatch:
+        mpatch.setattr(gaussian, "_hermite_rule", lambda act, orders: None)
+        ref = moments(act, K, _HERMITE_PRODUCTS)
+    assert np.max(np.abs(got - ref)) <= 1e-10 * np.max(np.abs(ref))
+
+
+def test_hermite_rule_only_for_smooth_activations():
+    for name in ["relu", "leaky_relu:0.1", "linear", "monomial:3", "quadratic"]:
+        assert gaussian._hermite_rule(activation(name), [0, 1]) is None
+    nodes = gaussian._hermite_rule(activation("tanh"), [0, 1, 2, 3])
+    counts = [nodes(a) for a in (0.05, 0.1, 0.2, 0.3)]
+    assert all(c is not None for c in counts) and counts == sorted(counts)
+    assert nodes(2.0) is None  # tanh(2u): poles too close; the composite rule is used
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,8 +36,13 @@ at ``c`` becomes a panel breakpoint in the innermost variable ``z_k`` depends on
 the outer variables, so every panel integrates a smooth function; for nearly collinear inputs
 extra breakpoints resolve the sharp (smoothed) transition the kink leaves in the outer
 variables.  Positively homogeneous activations (the scale-invariant family, step functions) use
-the exact polar method in one and two dimensions, polynomials an exact Gauss-Hermite rule.  The
-evaluation is chunked so memory stays bounded.
+the exact polar method in one and two dimensions, polynomials an exact Gauss-Hermite rule.  In
+three and four dimensions, for a smooth activation whose variables all have small coefficients
+(the integrand analytic in a strip wide compared with the Gaussian), a tensor Gauss-Hermite rule
+replaces the composite one where it is cheaper: its node count per variable is the smallest that
+passes a one-dimensional self-test at 1e-12 (:func:`_hermite_rule`), typically 10-30 nodes
+instead of 80, so deep-layer four-point expectations cost 20-50 times less.  The evaluation is
+chunked so memory stays bounded.
 
 Accuracy (checked in ``tests/test_gaussian.py`` against closed forms and mpmath): relative
 error below 1e-10 for smooth integrands and below 1e-8 for kinked ones in one and two
@@ -244,7 +249,11 @@ def _expect(
     gl_nodes: int | None,
     fine: bool = False,
     u_max: float | None = None,
+    hermite: Callable[[float], int | None] | None = None,
 ) -> np.ndarray:
+    """``hermite``: for an integrand analytic in a strip around the real axis, maps the
+    largest coefficient ``|L_kj|`` of a variable to the Gauss-Hermite node count that
+    integrates it to the engine's accuracy (None: not enough); see :func:`_hermite_rule`."""
     B, d, _ = K.shape
     L = _factor(K)
     active = np.diagonal(L, axis1=1, axis2=2) > 0
@@ -259,7 +268,8 @@ def _expect(
             vals = _hermite(fn, Lp, len(dims), fine)
         else:
             rule = _default_rule(len(dims), gl_nodes, u_max)
-            vals = _composite(fn, Lp, kinks, scale, rule.refined() if fine else rule)
+            rule = rule.refined() if fine else rule
+            vals = _smooth_or_composite(fn, Lp, kinks, scale, rule, None if fine else hermite)
         if result is None:
             result = np.zeros((B,) + vals.shape[1:])
         result[idx] = vals
@@ -278,6 +288,112 @@ def _hermite(
     u = np.stack([g.reshape(-1) for g in grids], axis=-1)[None]
     wts = np.prod(np.meshgrid(*([w] * r), indexing="ij"), axis=0).reshape(1, -1)
     return _evaluate(fn, L, u, wts)
+
+
+_HERMITE_LADDER = (6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+_HERMITE_TOL = 1e-12
+_HERMITE_CACHE: dict[tuple, int | None] = {}
+_HERMITE_REFS: dict[int, Activation] = {}
+
+
+def _hermite_rule(act: Activation, orders: Sequence[int]) -> Callable[[float], int | None] | None:
+    """Node counts for tensor Gauss-Hermite on products of ``sigma^{(k)}``, ``k in orders``.
+
+    For a smooth activation the integrand along one variable ``u_j`` is a product of
+    ``sigma^{(k)}(L_kj u_j + c)``.  Gauss-Hermite converges geometrically when ``sigma`` is
+    analytic in a strip and the strip, in ``u``, is wide (``scale/|L_kj|`` large), and then
+    needs far fewer nodes than the composite rule, which must resolve the Gaussian weight
+    itself.  The node count is not guessed: for a coefficient ``a`` (rounded up on a 5% ladder;
+    the error grows with ``a``) the smallest ``n`` on a ladder is taken for which
+    ``<sigma^{(k)}(a u + c)^4>`` at shifts ``c = 0, scale/2, scale`` match the refined composite
+    rule (error ~1e-15) to ``1e-12`` relative for every ``k``; None when no ``n <= 64`` does.
+    Returns None (use the composite rule) for kinked, polynomial or scale-invariant
+    activations.
+    """
+    if act.kinks or not math.isfinite(act.scale) or act.polynomial_degree is not None:
+        return None
+    ks = tuple(sorted({k for k in orders if k >= 0}))
+    if not ks or not all(act.has_derivative(k) for k in ks):
+        return None
+    _HERMITE_REFS[id(act)] = act  # keep id(act) from being reused while cached
+
+    def nodes(a: float) -> int | None:
+        step = round(math.ceil(math.log(max(a, 1e-6)) / math.log(1.05)))
+        key = (id(act), ks, step)
+        if key not in _HERMITE_CACHE:
+            _HERMITE_CACHE[key] = _hermite_nodes(act, ks, 1.05**step)
+        return _HERMITE_CACHE[key]
+
+    return nodes
+
+
+def _hermite_nodes(act: Activation, ks: tuple[int, ...], a: float) -> int | None:
+    shifts = np.array([0.0, 0.5, 1.0]) * act.scale
+
+    def tests(u: np.ndarray) -> np.ndarray:  # (..., Q) -> (..., Q, len(ks) * 3)
+        z = a * u[..., None] + shifts
+        return np.concatenate([act.derivative(z, k) ** 4 for k in ks], axis=-1)
+
+    rule = _default_rule(1, None).refined()
+    ref = _composite(lambda z: tests(z[..., 0] / a), np.array([[[a]]]), (), act.scale, rule)[0]
+    for n in _HERMITE_LADDER:
+        x, w = _gauss_hermite(n)
+        if np.all(np.abs(w @ tests(x) - ref) <= _HERMITE_TOL * np.maximum(np.abs(ref), 1e-300)):
+            return n
+    return None
+
+
+def _smooth_or_composite(
+    fn: Callable[[np.ndarray], np.ndarray],
+    L: np.ndarray,
+    kinks: tuple[float, ...],
+    scale: float,
+    rule: _Rule,
+    hermite: Callable[[float], int | None] | None,
+) -> np.ndarray:
+    """Tensor Gauss-Hermite where ``hermite`` says it is accurate and cheaper than the
+    composite rule (per covariance), the composite rule elsewhere."""
+    if hermite is None or kinks:
+        return _composite(fn, L, kinks, scale, rule)
+    b, d, r = L.shape
+    coef = np.max(np.abs(L), axis=1)  # (b, r)
+    counts = np.array([[hermite(float(c)) or 0 for c in row] for row in coef], dtype=int)
+    composite = np.prod(_composite_panels(coef, scale, rule) * rule.nodes, axis=1)
+    use = np.all(counts > 0, axis=1) & (np.prod(counts, axis=1) < composite)
+    out: np.ndarray | None = None
+    groups = [(np.nonzero(~use)[0], None)] if np.any(~use) else []
+    if np.any(use):
+        keys, inv = np.unique(counts[use], axis=0, return_inverse=True)
+        groups += [(np.nonzero(use)[0][inv.reshape(-1) == g], key) for g, key in enumerate(keys)]
+    for sel, key in groups:
+        if key is None:
+            vals = _composite(fn, L[sel], kinks, scale, rule)
+        else:
+            vals = _tensor_hermite(fn, L[sel], tuple(int(n) for n in key))
+        if out is None:
+            out = np.zeros((b,) + vals.shape[1:])
+        out[sel] = vals
+    assert out is not None
+    return out
+
+
+def _tensor_hermite(
+    fn: Callable[[np.ndarray], np.ndarray], L: np.ndarray, counts: tuple[int, ...]
+) -> np.ndarray:
+    """Tensor Gauss-Hermite with ``counts[j]`` nodes on variable ``j``, chunked over ``L``."""
+    rules = [_gauss_hermite(n) for n in counts]
+    grids = np.meshgrid(*[x for x, _ in rules], indexing="ij")
+    u = np.stack([g.reshape(-1) for g in grids], axis=-1)[None]
+    w = np.prod(np.meshgrid(*[wt for _, wt in rules], indexing="ij"), axis=0).reshape(1, -1)
+    step = max(1, _POINTS_PER_CHUNK // u.shape[1])
+    parts = [_evaluate(fn, L[s : s + step], u, w) for s in range(0, L.shape[0], step)]
+    return np.concatenate(parts, axis=0)
+
+
+def _composite_panels(coef: np.ndarray, scale: float, rule: _Rule) -> np.ndarray:
+    """Panels per variable so that each is at most ``min(panel, scale/|L_kj|)`` wide in u."""
+    width = np.minimum(rule.panel, scale / np.maximum(coef, 1e-300))
+    return np.minimum(np.ceil(2.0 * rule.u_max / width), _MAX_PANELS)
 
 
 def _composite(
@@ -299,8 +415,7 @@ def _composite(
         comp_level[k] = cols.max() if cols.size else -1
     # panels per level from the largest coefficient of any component on that variable
     coef = np.max(np.abs(L), axis=1)  # (b, r)
-    width = np.minimum(rule.panel, scale / np.maximum(coef, 1e-300))
-    panels = np.minimum(np.ceil(2.0 * rule.u_max / width), _MAX_PANELS)
+    panels = _composite_panels(coef, scale, rule)
     # in 3-4 dimensions keep the tensor grid within budget (the error estimate shows the cost)
     per_cov = np.prod(panels * rule.nodes, axis=1)
     shrink = np.maximum(1.0, (per_cov / _MAX_NODES_PER_COVARIANCE) ** (1.0 / r))
@@ -608,10 +723,17 @@ def _eliminate_one(
         coef[..., 0] *= 0.5
         coefs.append(coef)
     out = np.empty((B, len(products)))
+    # the integration runs over (z_o, mu): mu = w . z_o is a dependent last component, so the
+    # rule sees how fast the tabulated factor varies along each variable as well
+    Kaug = np.zeros((B, d, d))
+    Kaug[:, : d - 1, : d - 1] = Koo
+    Kaug[:, : d - 1, d - 1] = Kaug[:, d - 1, : d - 1] = np.einsum("bij,bj->bi", Koo, w)
+    Kaug[:, d - 1, d - 1] = var_mu
+    hermite = _hermite_rule(act, [k for prod in products for _, k in prod])
     for b in range(B):  # one covariance per call: the tables belong to it
 
         def fn(z: np.ndarray, b: int = b) -> np.ndarray:
-            t = (z @ w[b] + R[b]) / h[b]
+            t = (z[..., d - 1] + R[b]) / h[b]
             idx = np.clip(np.floor(t).astype(int), 0, P - 1)
             y = np.clip(2 * (t - idx) - 1, -1.0, 1.0)
             g = [
@@ -629,7 +751,7 @@ def _eliminate_one(
                 res.append(r)
             return np.stack(res, axis=-1)
 
-        out[b] = expect(fn, Koo[b], kinks=act.kinks, scale=act.scale)
+        out[b] = _expect(fn, Kaug[b : b + 1], act.kinks, act.scale, None, hermite=hermite)[0]
     return out
 
 

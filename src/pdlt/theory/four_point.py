@@ -47,7 +47,7 @@ __all__ = [
 
 
 _MOMENT_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
-_MOMENT_CACHE_SIZE = 64
+_MOMENT_CACHE_SIZE = 128
 
 
 def four_point_moments(
