@@ -10,6 +10,7 @@ Theory to order 1/n and ensembles of real networks, with the same field names, s
 from . import information, torch
 from .activations import Activation, activation, available_activations, register_activation
 from .compare import Comparison, compare
+from .complexity import aspect_ratio, count_couplings, six_point_vertex
 from .empirical.ensemble import Ensemble
 from .empirical.estimators import measure
 from .empirical.training import TrainingResult, train
@@ -40,10 +41,12 @@ __all__ = [
     "Prediction",
     "TrainingResult",
     "activation",
+    "aspect_ratio",
     "available_activations",
     "available_fields",
     "bayes_predict",
     "compare",
+    "count_couplings",
     "criticality",
     "evidence",
     "evidence_scan",
@@ -59,6 +62,7 @@ __all__ = [
     "posterior",
     "recommend_architectures",
     "register_activation",
+    "six_point_vertex",
     "torch",
     "train",
 ]
