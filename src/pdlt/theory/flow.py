@@ -48,6 +48,7 @@ class _Context:
     inputs: Inputs
     values: dict[str, np.ndarray]
     cache: dict[str, object] = field(default_factory=dict)
+    wanted: frozenset[str] = frozenset()  # every field the request will compute
 
 
 Producer = Callable[[_Context], dict[str, np.ndarray]]
@@ -71,7 +72,14 @@ def available_fields() -> tuple[str, ...]:
 @_register(["K"])
 def _kernel(ctx: _Context) -> dict[str, np.ndarray]:
     net = ctx.network
-    return {"K": kernel_flow(net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma)}
+    if not ctx.wanted & _NTK_FIELDS:
+        return {"K": kernel_flow(net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma)}
+    pair: list[np.ndarray] = []
+    K = kernel_flow(
+        net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma, derivative_moments=pair
+    )
+    ctx.cache["pair"] = pair
+    return {"K": K}
 
 
 @_register(["chi_parallel", "chi_perp"], deps=["K"])
@@ -142,6 +150,7 @@ def _nlo_metric(ctx: _Context) -> dict[str, np.ndarray]:
     return {"G1": G1}
 
 
+_NTK_FIELDS = frozenset({"Theta", "A", "B", "D", "F"})
 _NTK_DEPS = {"Theta": set(), "B": {"Theta"}, "F": {"Theta"}, "D": {"Theta"}, "A": {"Theta", "D"}}
 
 
@@ -152,6 +161,7 @@ def _ntk(ctx: _Context, wanted: set[str]) -> dict[str, np.ndarray]:
     for w in wanted:
         names |= _NTK_DEPS[w]
     V = ctx.values.get("V")
+    pair = ctx.cache.get("pair")
     Theta = np.empty((L, N, N))
     Theta[0] = net.lambda_b[0] + net.lambda_W[0] * ctx.inputs.gram  # (8.23)
     stats = {f: np.zeros((L, N, N, N, N)) for f in names - {"Theta"}}
@@ -169,6 +179,7 @@ def _ntk(ctx: _Context, wanted: set[str]) -> dict[str, np.ndarray]:
             net.lambda_W[ell],
             ratios[ell - 1],
             names,
+            pair[ell - 1] if pair is not None else None,  # type: ignore[index]
         )
         Theta[ell] = new["Theta"] + net.gamma[ell] ** 2 * Theta[ell - 1]  # residual, (B.3)
         for f in stats:
@@ -296,10 +307,10 @@ def flow(
     _check_memory(estimate_work(network, inp, fields=fields), max_memory)
     if network.residual:
         _check_residual(network, inp, fields)
-    ctx = _Context(network, inp, {})
+    ctx = _Context(network, inp, {}, wanted=frozenset(_closure(fields)))
     if any(f in _FINITE_WIDTH for f in fields):
         _check_aspect_ratio(network)
-    _prefetch_four_point(ctx, _closure(fields))
+    _prefetch_four_point(ctx, ctx.wanted)
     for name in fields:
         _resolve(ctx, name)
     values = {name: ctx.values[name] for name in fields}

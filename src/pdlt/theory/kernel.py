@@ -114,6 +114,8 @@ def kernel_flow(
     C_b: np.ndarray,
     C_W: np.ndarray,
     gamma: np.ndarray | None = None,
+    *,
+    derivative_moments: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """The kernel at every layer, ``K^(l)`` for ``l = 1..L``; residual layers add
     ``gamma^2 K^(l-1)`` (B.11).
@@ -127,6 +129,10 @@ def kernel_flow(
         Per-layer hyperparameters.
     gamma : ndarray, shape (L,), optional
         Residual strengths (default: none).
+    derivative_moments : list, optional
+        If given, ``<sigma_a sigma_b>`` and ``<sigma'_a sigma'_b>`` at ``K^(l)``,
+        ``l = 1..L-1``, are appended to it (shape (2, N, N) each), from the same pass: the
+        NTK recursion (8.63) needs both, and integrating once serves both recursions.
 
     Returns
     -------
@@ -136,7 +142,11 @@ def kernel_flow(
     K = np.empty((L,) + gram.shape)
     K[0] = first_layer_kernel(gram, C_b[0], C_W[0])
     for ell in range(1, L):
-        K[ell] = kernel_step(act, K[ell - 1], C_b[ell], C_W[ell])
+        if derivative_moments is None:
+            K[ell] = kernel_step(act, K[ell - 1], C_b[ell], C_W[ell])
+        else:
+            derivative_moments.append(pair_moments(act, K[ell - 1], (0, 1)))
+            K[ell] = C_b[ell] + C_W[ell] * derivative_moments[-1][0]
         if gamma is not None and gamma[ell]:
             K[ell] += gamma[ell] ** 2 * K[ell - 1]
     return K

@@ -86,13 +86,15 @@ def ntk_step(
     lam_W: float,
     ratio: float,
     fields: set[str],
+    pair: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """One step of the NTK recursions for the requested ``fields`` (Theta, A, B, D, F).
 
     ``stats`` holds the layer-``l`` tensors among A, B, D, F that the requested ones need
-    (A needs D; D and A need V).
+    (A needs D; D and A need V).  ``pair``: ``pair_moments(act, K, (0, 1))`` if already
+    computed.
     """
-    ss, dd = pair_moments(act, K, (0, 1))
+    ss, dd = pair_moments(act, K, (0, 1)) if pair is None else pair
     out: dict[str, np.ndarray] = {}
     if "Theta" in fields:
         out["Theta"] = lam_b + lam_W * ss + C_W * dd * Theta
