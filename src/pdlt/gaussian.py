@@ -1068,22 +1068,32 @@ def _arc_cosine(
                 v += sine
                 v *= (even - odd) / (2 * math.pi)
                 v += (0.5 * odd) * rho
-                v *= std[r0:r1, None]
-                v *= std[None, r0:]
+                v *= std[r0:r1, None] * std[None, r0:]
             elif key == (1, 1):
                 v = (even / 2) - ((even - odd) / (2 * math.pi)) * theta
             else:  # (0, 1): s_a c (1 + rho); its mirror (b, a) has s_b
-                one = c01 * (1 + rho)
+                one = _upper_mirrored(c01 * (1 + rho))
                 s_first = std[r0:r1, None] if key == (0, 1) else std[None, r0:]
                 s_mirror = std[None, r0:] if key == (0, 1) else std[r0:r1, None]
                 out[k, r0:r1, r0:] = one * s_first
                 out[k, r0:, r0:r1] = (one * s_mirror).T
                 continue
+            v = _upper_mirrored(v)
             out[k, r0:r1, r0:] = v
             out[k, r0:, r0:r1] = v.T
 
     _row_blocks(block, N)
     return out
+
+
+def _upper_mirrored(v: np.ndarray) -> np.ndarray:
+    """A block of rows ``r0:r1`` right of the diagonal with its leading square made symmetric
+    from its upper triangle, so the output is symmetric to the last bit even when ``K`` is
+    symmetric only to rounding."""
+    m = v.shape[0]
+    lower = np.tril_indices(m, -1)
+    v[:, :m][lower] = v[:, :m].T[lower]
+    return v
 
 
 def _row_blocks(block: Callable[[int, int], None], N: int) -> None:
