@@ -303,7 +303,8 @@ class _Trainer:
         trained = self.trained(params)
         for k in trained:
             params[k].requires_grad_(True)
-        z = self.outputs(params)[:, : self.n_train]
+        # the step needs the training inputs only (the test ones are evaluated when recorded)
+        z = forward(params, self.x[: self.n_train], self.network)[-1]
         y = self.y
         idx = self.batch(key, state.step)
         if idx is not None:
