@@ -15,7 +15,7 @@ import pytest
 import sympy as sp
 import torch
 
-from pdlt.activations import Activation, activation, available_activations
+from pdlt.activations import Activation, activation, available_activations, register_activation
 
 # --------------------------------------------------------------------------------------------
 # Reference implementations (independent of pdlt)
@@ -565,3 +565,16 @@ def test_taylor_data_inside_no_grad():
         d1 = act.derivative(np.array([0.0]), 1)
     assert c[1] == pytest.approx(1.0) and c[3] == pytest.approx(-2.0)
     assert d1[0] == pytest.approx(1.0)
+
+
+def test_lookup_by_name_returns_one_object_until_reregistered():
+    # one object per (name, parameters), so the caches keyed on it serve every lookup
+    assert activation("tanh") is activation(" TANH ")
+    assert activation("leaky_relu:0.1") is activation("leaky_relu:0.1")
+    assert activation("leaky_relu:0.1") is not activation("leaky_relu:0.2")
+    first = activation("relu")
+    register_activation("pdlt_test_cached", lambda: first)
+    assert activation("pdlt_test_cached") is first
+    other = activation("tanh")
+    register_activation("pdlt_test_cached", lambda: other)
+    assert activation("pdlt_test_cached") is other

@@ -822,6 +822,8 @@ def register_activation(name: str, factory: Callable[..., Activation]) -> None:
     if not name or ":" in name or not name.replace("_", "").isalnum():
         raise ValueError(f"activation names are alphanumeric with underscores, got {name!r}")
     _REGISTRY[name] = factory
+    for built in [k for k in _BUILT if k[0] == name]:
+        del _BUILT[built]
 
 
 def activation(spec: str | Activation) -> Activation:
@@ -852,6 +854,9 @@ def activation(spec: str | Activation) -> Activation:
             ) from None
         if not all(math.isfinite(a) for a in args):
             raise ValueError(f"activation parameters must be finite numbers, got {spec!r}")
+    built = _BUILT.get((key, tuple(args)))
+    if built is not None:
+        return built
     try:
         act = _REGISTRY[key](*args)
     except TypeError:
@@ -868,4 +873,10 @@ def activation(spec: str | Activation) -> Activation:
         raise ValueError(
             f"the factory registered for {key!r} returned {type(act).__name__}, not an Activation"
         )
+    _BUILT[(key, tuple(args))] = act
     return act
+
+
+# activations built by name, one object per (name, parameters): the caches keyed on the
+# object (moments, vertex growth) then serve every lookup of the same name
+_BUILT: dict[tuple[str, tuple[float, ...]], Activation] = {}
