@@ -233,3 +233,17 @@ def test_cli_compare_residual_network(capsys):
     out = __import__("json").loads(capsys.readouterr().out)
     assert code == 0, out  # before: "G1: not available for residual networks", exit 2
     assert {row["field"] for row in out["rows"]} >= {"K", "V", "Theta"}
+
+
+def test_replace_depth_keeps_the_residual_critical_hyperparameters():
+    # the default residual criticality has C_W = (1 - gamma^2) C_W* on the residual layers
+    # and C_W* on the first and last: a new depth gives the network built at that depth
+    net = Network("tanh", depth=4, width=32, gamma=0.5**0.5)
+    for depth in (2, 6):
+        built = Network("tanh", depth=depth, width=32, gamma=0.5**0.5)
+        moved = net.replace(depth=depth)
+        np.testing.assert_array_equal(moved.C_W, built.C_W)
+        np.testing.assert_array_equal(moved.C_b, built.C_b)
+        np.testing.assert_array_equal(moved.gamma, built.gamma)
+    with pytest.raises(ValueError, match="per-layer C_W"):
+        net.replace(depth=1)

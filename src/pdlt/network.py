@@ -88,6 +88,11 @@ def _depth(value: Any) -> int:
     return L
 
 
+def _ends_apart(vals: np.ndarray) -> bool:
+    """Per-layer values equal on every layer but possibly the first and the last."""
+    return bool(np.all(vals[1:-1] == vals[1]))
+
+
 class Network:
     """A multilayer perceptron's architecture and hyperparameters.
 
@@ -322,7 +327,12 @@ class Network:
         return tuple(int(n) for n in self.hidden_widths)  # type: ignore[arg-type]
 
     def replace(self, **changes: Any) -> Network:
-        """A copy with some arguments changed, e.g. ``net.replace(width=128)``."""
+        """A copy with some arguments changed, e.g. ``net.replace(width=128)``.
+
+        A new ``depth`` keeps per-layer hyperparameters that are constant, or constant on the
+        hidden layers with the first and the last layer apart (a residual network's critical
+        ``C_W``); other per-layer values must be given anew.
+        """
         args: dict[str, Any] = {
             "activation": self._activation,
             "widths": self._widths,
@@ -350,6 +360,11 @@ class Network:
                         args[key] = 0.0
                     elif np.all(used == used[0]):
                         args[key] = float(used[0])
+                    elif key != "gamma" and len(vals) >= 3 and depth >= 2 and _ends_apart(vals):
+                        # first and last layers apart, the hidden ones equal (e.g. a residual
+                        # network's critical C_W: (1 - gamma^2) C_W* on its residual layers)
+                        mid = [float(vals[1])] * (depth - 2)
+                        args[key] = [float(vals[0]), *mid, float(vals[-1])]
                     else:
                         raise ValueError(
                             f"cannot change depth of a network with per-layer {key}; "
