@@ -56,10 +56,23 @@ def reference() -> dict:
     return json.loads(buf.getvalue())
 
 
+# the CLI in a subprocess, each block of the ensemble slowed by 0.1 s: the run then goes on
+# for ~3 s after its first checkpoint (its blocks alone take ~10 ms each), so a signal sent
+# then lands mid-run even when a loaded machine is slow to let the test send it
+_SLOW_CLI = """
+import sys, time
+import pdlt.empirical.estimators as est
+shard = est._shard_statistics
+est._shard_statistics = lambda *a, **k: (time.sleep(0.1), shard(*a, **k))[1]
+from pdlt.cli import main
+sys.exit(main())
+"""
+
+
 def start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pdlt.cli import main; sys.exit(main())", *args],
+        [sys.executable, "-c", _SLOW_CLI, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
