@@ -58,9 +58,12 @@ def reference() -> dict:
 
 # the CLI in a subprocess, each block of the ensemble slowed by 0.1 s: the run then goes on
 # for ~3 s after its first checkpoint (its blocks alone take ~10 ms each), so a signal sent
-# then lands mid-run even when a loaded machine is slow to let the test send it
+# then lands mid-run even when a loaded machine is slow to let the test send it.  Ctrl-C's
+# default handler is installed explicitly: a test runner started as a background job of a
+# non-interactive shell has SIGINT ignored, and a child would inherit that and run to the end
 _SLOW_CLI = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import pdlt.empirical.estimators as est
 shard = est._shard_statistics
 est._shard_statistics = lambda *a, **k: (time.sleep(0.1), shard(*a, **k))[1]
