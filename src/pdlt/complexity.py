@@ -210,14 +210,7 @@ def count_couplings(N_D: int, N_A: int, n_out: int = 1, order: int = 0) -> Coupl
         tensors = {"y": n_out * N_A, "G": _pairs(N_D), "H": _pairs(N_D)}
         tensors |= {name: count(N_D) for name, count, _ in _ORDER1_TENSORS}
         lead = sum((c for *_, c in _ORDER1_TENSORS), Fraction(0))
-    return CouplingCount(
-        order=int(order),
-        N_D=N_D,
-        tensors=tensors,
-        total=sum(tensors.values()),
-        leading_power=2 * int(order) + 2,
-        leading_coefficient=float(lead),
-    )
+    return _counted(int(order), N_D, tensors, float(lead))
 
 
 def count_action_couplings(N_D: int, order: int = 2) -> CouplingCount:
@@ -253,14 +246,19 @@ def count_action_couplings(N_D: int, order: int = 2) -> CouplingCount:
     Pr = _pairs(N_D)
     tensors = {"g": Pr, "v": math.comb(Pr + 1, 2), "u": math.comb(Pr + 2, 3)}
     tensors = dict(list(tensors.items())[: order + 1])
+    # the top coupling has ~ Pr^(k+1)/(k+1)! entries, Pr ~ N_D^2/2
+    return _counted(int(order), N_D, tensors, 0.5 ** (order + 1) / math.factorial(order + 1))
+
+
+def _counted(order: int, N_D: int, tensors: dict[str, int], lead: float) -> CouplingCount:
+    """The counts with their total and leading term ``lead N_D^(2 order + 2)``."""
     return CouplingCount(
-        order=int(order),
+        order=order,
         N_D=N_D,
         tensors=tensors,
         total=sum(tensors.values()),
-        leading_power=2 * int(order) + 2,
-        # the top coupling has ~ Pr^(k+1)/(k+1)! entries, Pr ~ N_D^2/2
-        leading_coefficient=0.5 ** (order + 1) / math.factorial(order + 1),
+        leading_power=2 * order + 2,
+        leading_coefficient=lead,
     )
 
 
