@@ -204,7 +204,8 @@ def test_trained_mean_shift_matches_the_1_over_n_correction(activation):
     for width in WIDTHS:
         theory, d, q = _shift(activation, width, x, y)
         parts = {k: float(_along(v, y)[0]) / width for k, v in theory.parts.items()}
-        pred = float(_along(theory.correction, y)[0])
+        # the measured shift leaves out the noisy H^{1} term (module notes), so does pred
+        pred = float(_along(theory.correction, y)[0]) - parts["nlo_ntk"]
         rows[width] = (*_stats(d + q), pred)
         (dm, ds), (qm, qs) = _stats(d), _stats(q)
         inter = parts["dntk"] + parts["ddI"] + parts["ddII"]
@@ -255,8 +256,13 @@ def test_ntk_fluctuation_part_from_untrained_networks():
     (qm, qs), (lm, ls) = _stats(np.concatenate(q)), _stats(np.concatenate(lin))
     pred = float(_along(theory.parts["dntk_var"], y)[0])
     c = float(_along(theory.coefficient, y)[0])
+    h1 = float(_along(theory.parts["nlo_ntk"], y)[0])
     print(
         f"n*NTK part {width * qm:+.4f} +- {width * qs:.4f} (theory {pred:+.4f}); "
-        f"n*H1 term {width * lm:+.4f} +- {width * ls:.4f} (total coefficient {c:+.4f})"
+        f"n*H1 term {width * lm:+.4f} +- {width * ls:.4f} (theory {h1:+.4f}; "
+        f"total coefficient {c:+.4f})"
     )
     assert abs(width * qm - pred) < 3 * width * qs + abs(pred) * DEPTH / width
+    # the H^{1} term is small here (not resolved by 8000 networks; tests/test_nlo_ntk.py
+    # resolves H^{1} itself): agreement within its errors
+    assert abs(width * lm - h1) < 3 * width * ls + abs(h1) * DEPTH / width

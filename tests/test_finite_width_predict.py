@@ -50,16 +50,22 @@ def test_equals_mean_prediction_with_independent_tensors(n_a, kind):
     net = _net(100)
     got = finite_width_predict(net, x[:n_a], y, x[n_a:], kind=kind)
     # tensors field by field
-    t = {k: flow(net, x, fields=(k,))[k][-1] for k in ("K", "Theta", *"ABPQ")}
+    t = {k: flow(net, x, fields=(k,))[k][-1] for k in ("K", "Theta", "H1", *"ABPQ")}
     f = flow(net, x, fields=tuple("RSTU"))
     t |= {k: f[k][-1] for k in "RSTU"}
-    Theta, K = t.pop("Theta"), t.pop("K")
+    Theta, K, H1 = t.pop("Theta"), t.pop("K"), t.pop("H1")
+    # the NLO NTK mean in m^NTK = H_{bA} H~^{-1} y with H = Theta + H1/n, to first order
+    alpha = np.linalg.solve(Theta[:n_a, :n_a], y)
+    h1 = H1[n_a:, :n_a] @ alpha - Theta[n_a:, :n_a] @ np.linalg.solve(
+        Theta[:n_a, :n_a], H1[:n_a, :n_a] @ alpha
+    )
+    np.testing.assert_allclose(got.parts["nlo_ntk"], h1, rtol=1e-10, atol=1e-12)
     eta = None
     if kind == "gd":
         eta = 1.0 / np.linalg.eigvalsh(Theta[:n_a, :n_a])[-1]  # the documented default
         assert got.eta == pytest.approx(eta, rel=1e-12)
     want = mean_prediction(Theta, K, y.T, n_a, 100.0, eta=eta, kind=kind, **t)
-    np.testing.assert_allclose(got.mean, want.mean[:, n_a:].T, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got.mean, want.mean[:, n_a:].T + h1 / 100.0, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got.infinite, want.ntk[:, n_a:].T, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got.correction, got.coefficient / 100.0, rtol=1e-12)
     np.testing.assert_allclose(sum(got.parts.values()), got.coefficient, atol=1e-12)
@@ -82,7 +88,7 @@ def test_infinite_width_and_errors():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(2, 3)), rng.normal(size=(1, 2))
     inf = finite_width_predict(_net(None), x[:1], y, x[1:])
-    assert "H^{1}" in inf.not_included
+    assert "O(1/n^2)" in inf.not_included
     assert np.all(inf.correction == 0) and np.abs(inf.coefficient).max() > 0
     np.testing.assert_allclose(inf.mean, inf.infinite)
     with pytest.raises(ValueError, match="kink"):

@@ -25,6 +25,7 @@ from pdlt.empirical.training import train
 from pdlt.learning import (
     algorithm_projectors,
     combine_indices,
+    finite_time_tensors,
     fully_trained_prediction,
     inverting_tensors,
     mean_prediction,
@@ -199,6 +200,53 @@ def test_closed_form_matches_truncated_dynamics(frac):
     assert inter[0] / inter[1] == pytest.approx(2, rel=0.1)
     assert res[0] / res[1] == pytest.approx(4, rel=0.25)
     assert res[1] < 0.05 * inter[1]
+
+
+@pytest.mark.parametrize("t", [1, 6, 40])
+def test_finite_time_tensors_match_truncated_dynamics(t):
+    # (∞.102) and (∞.117) after t steps against the truncated dynamics (∞.81)-(∞.83) iterated
+    # t times (spec/07 §12.3): the change of dH and H is O(eps) and captured, the residual is
+    # O(eps^2) (halving eps halves the change and quarters the residual)
+    n, N, nA, H, dH, ddI, ddII, z, y = random_problem(np.random.default_rng(11))
+    A = [i * N + a for i in range(n) for a in range(nA)]
+    eta = 0.9 / np.linalg.eigvalsh(H[np.ix_(A, A)])[-1]
+    res, inter = {"H": [], "dH": []}, {"H": [], "dH": []}
+    for eps in (0.002, 0.001):
+        args = (
+            split(H, 2, n, N),
+            split(eps * dH, 3, n, N),
+            split(eps * ddI, 4, n, N),
+            split(eps * ddII, 4, n, N),
+        )
+        sim = simulate_truncated_dynamics(z, *args, y, nA, eta, steps=t, tol=None)
+        ft = finite_time_tensors(z, *args, y, nA, eta, t)
+        assert sim.steps == t and ft.t == t
+        for key, change, pred in (
+            ("H", sim.H - H, ft.H_interaction),
+            ("dH", sim.dH - eps * dH, ft.dH - eps * dH),
+        ):
+            res[key].append(np.abs(change - pred).max())
+            inter[key].append(np.abs(change).max())
+    for key in res:
+        assert inter[key][0] / inter[key][1] == pytest.approx(2, rel=0.1), key
+        assert res[key][1] < 0.05 * inter[key][1], key
+        if res[key][0] > 1e-12 * inter[key][0]:  # (at t = 1 both are exact to rounding)
+            assert res[key][0] / res[key][1] == pytest.approx(4, rel=0.25), (key, res[key])
+    # the free solution: a(t) = H~^{-1} [eps(0) - eps^F(t)] (∞.92)
+    HA = H[np.ix_(A, A)]
+    eps0 = z.reshape(-1)[A] - y.reshape(-1)
+    np.testing.assert_allclose(HA @ ft.a, eps0 - ft.eps_free, atol=1e-12)
+
+
+def test_finite_time_tensors_refuse_bad_steps_and_rates():
+    n, N, nA, H, dH, ddI, ddII, z, y = random_problem(np.random.default_rng(3))
+    args = (split(H, 2, n, N), split(dH, 3, n, N), split(ddI, 4, n, N), split(ddII, 4, n, N))
+    with pytest.raises(ValueError, match="t must be an integer"):
+        finite_time_tensors(z, *args, y, nA, 0.1, -1)
+    with pytest.raises(ValueError, match="does not converge"):
+        finite_time_tensors(z, *args, y, nA, 100.0, 3)
+    t0 = finite_time_tensors(z, *args, y, nA, 0.1, 0)  # nothing has moved yet
+    assert np.all(t0.a == 0) and np.all(t0.H_interaction == 0)
 
 
 def test_expanded_free_part_is_second_order_in_delta_H():

@@ -420,10 +420,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--truncation must be a finite number >= 0, got {args.truncation}")
     net, inputs, measured = _measure_from_args(args)
     theory_fields = [f for f in measured.fields if f in available_fields()]
-    if "K" in theory_fields and net.finite_width and not net.residual:
-        # compare the measured metric with K + G1/n (4.104); residual networks have no G1
-        # (appendix B), so their K is compared at leading order within the truncation allowance
-        theory_fields.append("G1")
+    if net.finite_width and not net.residual:
+        # compare the measured metric with K + G1/n (4.104) and the measured NTK mean with
+        # Theta + H1/n (9.3); residual networks have neither (appendix B), so their K and Theta
+        # are compared at leading order within the truncation allowance
+        theory_fields += [nlo for f, nlo in (("K", "G1"), ("Theta", "H1")) if f in theory_fields]
     try:
         theory = flow(net, measured.inputs, fields=theory_fields)
         result = compare(theory, measured, k=args.k, truncation=args.truncation)
@@ -933,9 +934,9 @@ def _predict_text(
     if fwd is not None:
         lines.append(
             f"finite width n_{{L-1}} = {fwd['width']:g}: mean of fully-trained networks to order "
-            f"1/n (∞.160), GD with eta = {fwd['eta']:.4g}; 1/n_corr = coefficient/n_{{L-1}}. "
-            "Not included: the NLO NTK mean H^{1} (not in the book) -- an O(1/n) error of the "
-            "same order, not depth-enhanced -- and O(1/n^2)"
+            f"1/n (∞.160), GD with eta = {fwd['eta']:.4g}; 1/n_corr = coefficient/n_{{L-1}}, "
+            "including the NLO NTK mean H^{1} (derived by pdlt, not in the book). "
+            "Not included: O(1/n^2)"
         )
     if ens is not None:
         lines.append(
@@ -1224,7 +1225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "test patients of scikit-learn's diabetes data, standardized; needs pdlt[data]).  With "
         "--width n (and no --ensemble): also the 1/n correction (∞.160) of the mean of "
         "fully-trained GD networks of width n and the corrected mean (smooth activations only; "
-        "the NLO NTK mean H^{1} is not included).",
+        "it includes the NLO NTK mean H^{1}, which pdlt derives).",
     )
     add_network_options(p, inputs=False)
     p.add_argument(

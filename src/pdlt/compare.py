@@ -41,6 +41,8 @@ from .results import Flow
 __all__ = ["Comparison", "ComparisonRow", "compare"]
 
 _EXACT_UP_TO_LAYER = 2
+# the 1/n correction to a measured mean that the theory may carry: (4.104), (9.3)
+_NLO = {"K": "G1", "Theta": "H1"}
 
 
 @dataclass(frozen=True)
@@ -223,12 +225,14 @@ def compare(
         if name not in measured:
             raise ValueError(f"field {name!r} was not measured")
         t_all, m_all, s_all = theory[name], measured[name], measured.stderr(name)
-        # with the NLO metric the theory's mean metric is K + G1/n_{l-1} (4.104): the
-        # neglected terms are then O(1/n^2)
-        nlo = name == "K" and "G1" in theory
-        if nlo:
+        # with the NLO metric (NTK mean) the theory's mean metric is K + G1/n_{l-1} (4.104)
+        # (the mean NTK Theta + H1/n_{l-1}, (9.3)): the neglected terms are then O(1/n^2)
+        nlo = _NLO.get(name)
+        if nlo is not None and nlo in theory:
             inv = np.array([0.0 if n is None else 1.0 / n for n in widths[:-1]])
-            t_all = t_all + theory["G1"] * inv[:, None, None]
+            t_all = t_all + theory[nlo] * inv[:, None, None]
+        else:
+            nlo = None
         if t_all.shape != m_all.shape:
             raise ValueError(f"{name!r}: theory shape {t_all.shape} != measured {m_all.shape}")
         field_scale = max(float(np.max(np.abs(t_all))), float(np.max(np.abs(m_all))))

@@ -64,7 +64,15 @@ from .statistics import Accumulator, covariance_estimate, fit_inverse_width
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["measure", "nlo_metric", "accumulate", "estimate_fields", "MEASURABLE", "GROUPS"]
+__all__ = [
+    "measure",
+    "nlo_metric",
+    "nlo_ntk_mean",
+    "accumulate",
+    "estimate_fields",
+    "MEASURABLE",
+    "GROUPS",
+]
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "metric": ("K", "V"),
@@ -585,26 +593,69 @@ def nlo_metric(
         Fields ``K`` and ``G1`` of shape (L, N, N) with standard errors; ``meta["chi2"]`` and
         ``meta["dof"]`` of the fits.
     """
+    return _width_fit(network, inputs, "K", "G1", k1, widths, size, seed, order, kwargs)
+
+
+def nlo_ntk_mean(
+    network: Network,
+    inputs: np.ndarray | Inputs | None = None,
+    *,
+    k1: float | None = None,
+    widths: Sequence[int] = (16, 32, 64, 128),
+    size: int = 4000,
+    seed: int = 0,
+    order: int = 1,
+    **kwargs: object,
+) -> Flow:
+    """The NLO NTK mean ``H^{1}`` by a fit in ``1/n`` across widths (9.3).
+
+    Like :func:`nlo_metric` for the NTK: measures ``E[H-hat^(l)_ii]`` at every hidden width
+    and fits ``c_0 + c_1/n (+ c_2/n^2)``; ``c_0`` estimates the frozen NTK ``Theta`` and
+    ``c_1`` the NLO mean ``H^{1}`` (:func:`pdlt.theory.ntk.nlo_ntk_step`).  Layer 1 is exact
+    (``Theta^(1)`` is deterministic).  The noise is ``sqrt(nA/M)`` per width.
+
+    Returns
+    -------
+    Flow
+        Fields ``Theta`` and ``H1`` of shape (L, N, N) with standard errors; ``meta["chi2"]``
+        and ``meta["dof"]`` of the fits.
+    """
+    return _width_fit(network, inputs, "Theta", "H1", k1, widths, size, seed, order, kwargs)
+
+
+def _width_fit(
+    network: Network,
+    inputs: np.ndarray | Inputs | None,
+    field: str,
+    nlo: str,
+    k1: float | None,
+    widths: Sequence[int],
+    size: int,
+    seed: int,
+    order: int,
+    kwargs: dict[str, object],
+) -> Flow:
+    """Fit the measured mean ``field`` across hidden widths: ``field`` = c_0, ``nlo`` = c_1."""
     if network.depth < 2:
-        raise ValueError("the NLO metric needs depth >= 2")
+        raise ValueError(f"the NLO correction {nlo} needs depth >= 2")
     ws = sorted({int(w) for w in widths})
     if len(ws) < order + 1 or any(w < 1 for w in ws):
         raise ValueError(f"need at least {order + 1} distinct positive widths, got {widths!r}")
     runs = [
         measure(
-            network.replace(width=w), inputs, k1=k1, size=size, seed=seed, fields=("K",), **kwargs
+            network.replace(width=w), inputs, k1=k1, size=size, seed=seed, fields=(field,), **kwargs
         )  # type: ignore[arg-type]
         for w in ws
     ]
-    values = np.stack([r.K for r in runs])  # (W, L, N, N)
-    errors = np.stack([r.stderr("K") for r in runs])
-    K = np.empty(values.shape[1:])
-    G1 = np.zeros_like(K)
-    se_K, se_G1 = np.zeros_like(K), np.zeros_like(K)
-    K[0] = values[-1, 0]
+    values = np.stack([r[field] for r in runs])  # (W, L, N, N)
+    errors = np.stack([r.stderr(field) for r in runs])
+    lead = np.empty(values.shape[1:])
+    corr = np.zeros_like(lead)
+    se_lead, se_corr = np.zeros_like(lead), np.zeros_like(lead)
+    lead[0] = values[-1, 0]  # layer 1 is exact at every width
     fit = fit_inverse_width(ws, values[:, 1:], errors[:, 1:], order=order)
-    K[1:], G1[1:] = fit.value[0], fit.value[1]
-    se_K[1:], se_G1[1:] = fit.stderr[0], fit.stderr[1]
+    lead[1:], corr[1:] = fit.value[0], fit.value[1]
+    se_lead[1:], se_corr[1:] = fit.stderr[0], fit.stderr[1]
     meta = {
         "widths": ws,
         "size": size,
@@ -616,8 +667,8 @@ def nlo_metric(
     return Flow(
         runs[-1].network,
         runs[-1].inputs,
-        {"K": K, "G1": G1},
-        stderr={"K": se_K, "G1": se_G1},
+        {field: lead, nlo: corr},
+        stderr={field: se_lead, nlo: se_corr},
         kind="ensemble",
         meta=meta,
     )

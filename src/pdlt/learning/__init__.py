@@ -29,6 +29,7 @@ from .bayes_finite_width import (
 )
 from .data import Dataset, diabetes
 from .finite_width import (
+    FiniteTimeTensors,
     FiniteWidthMeanPrediction,
     FullyTrainedPrediction,
     MeanPrediction,
@@ -36,6 +37,7 @@ from .finite_width import (
     TruncatedDynamics,
     algorithm_projectors,
     combine_indices,
+    finite_time_tensors,
     finite_width_predict,
     fully_trained_prediction,
     inverting_tensors,
@@ -125,6 +127,8 @@ __all__ = [
     "MeanPrediction",
     "mean_prediction",
     "simulate_truncated_dynamics",
+    "FiniteTimeTensors",
+    "finite_time_tensors",
     "FiniteWidthMeanPrediction",
     "finite_width_predict",
 ]

@@ -20,6 +20,8 @@ Contents (spec/07 §6, §7, §11 items 7-11):
   algorithm (∞.148), all from the exact eigenbasis closed forms of spec/07 §7.4;
 * :func:`simulate_truncated_dynamics` -- the coupled O(1/n) dynamics (∞.81)-(∞.83) with the
   ddNTKs frozen: an independent reference for the closed forms;
+* :func:`finite_time_tensors` -- the dNTK (∞.102) and interaction NTK (∞.117) after ``t``
+  steps;
 * :func:`fully_trained_prediction` -- ``z_{i;d}(T)`` by (∞.141)/(∞.154) with the corrected
   signs of spec/07 §13.1 (book.txt L36601-L36722, L36908-L37049);
 * :func:`mean_prediction` -- the ensemble mean (∞.160)-(∞.165) with the corrections of
@@ -45,10 +47,12 @@ __all__ = [
     "Projectors",
     "FullyTrainedPrediction",
     "TruncatedDynamics",
+    "FiniteTimeTensors",
     "combine_indices",
     "inverting_tensors",
     "algorithm_projectors",
     "simulate_truncated_dynamics",
+    "finite_time_tensors",
     "fully_trained_prediction",
     "MeanPrediction",
     "mean_prediction",
@@ -415,6 +419,123 @@ def simulate_truncated_dynamics(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class FiniteTimeTensors:
+    """The O(1/n) solution of gradient descent at a finite step ``t`` (∞.84)-(∞.117).
+
+    Combined indices (``Q = n_L N_D``; ``A``: the training ones, in the order of
+    :func:`combine_indices`).
+
+    Attributes
+    ----------
+    t : int
+        The step.
+    eps_free : ndarray, shape (n_L * N_A,)
+        The free training error ``eps^F(t) = (1 - eta H~)^t eps(0)`` (∞.88).
+    a, b : ndarray, shapes (n_L * N_A,), (n_L * N_A, n_L * N_A)
+        The helper sums ``a(t) = eta sum_{s<t} eps^F(s)`` (∞.92) and
+        ``b(t) = eta sum_{s<t} eps^F(s) eps^F(s)`` (∞.106).
+    z_free : ndarray, shape (n_L, N_D)
+        The free outputs ``z^F(t) = z - H-hat_{I A} a_A(t)`` (∞.91).
+    dH : ndarray, shape (Q, Q, Q)
+        The dynamical dNTK ``dH-hat(t)`` (∞.102).
+    H_interaction : ndarray, shape (Q, Q)
+        The interaction NTK ``H^I(t) = H-hat(t) - H-hat`` (∞.117).
+    """
+
+    t: int
+    eps_free: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    z_free: np.ndarray
+    dH: np.ndarray
+    H_interaction: np.ndarray
+
+
+def finite_time_tensors(
+    z: Any,
+    H: Any,
+    dH: Any,
+    ddI: Any,
+    ddII: Any,
+    y: Any,
+    n_train: int,
+    eta: float,
+    t: int,
+) -> FiniteTimeTensors:
+    """The dNTK (∞.102) and the interaction NTK (∞.117) of one network after ``t`` GD steps.
+
+    To first order in the dNTK and ddNTKs (ddNTKs frozen), with ``H~ = H-hat_{AA}`` the
+    network's own training block and ``a``, ``b`` the helper sums of the free solution
+    (book.txt L35615-L35632, L35936-L35978; spec/07 §7.3)::
+
+        dH(t)_{I0 I1 I2} = dH - sum_A (ddI_{I0 I1 I2 A} + ddII_{I0 I1 I2 A}
+                                       + ddII_{I0 I2 I1 A}) a_A(t)
+        H^I(t)_{I1 I2} = - sum_A (dH_{I1 I2 A} + dH_{I2 I1 A}) a_A(t)
+            + sum G_{I1 I2 A B} H~^{-1}_{B C} [eps_C(0) a_A(t) - b_{A C}(t)]
+            + eta/2 sum (ddI_{I1 I2 A B} + ddI_{I2 I1 A B} + 2 ddII_{I1 I2 A B}) b_{A B}(t)
+
+    with ``G_{I1 I2 J K} = ddI_{I1 I2 J K} + ddII_{I1 I2 J K} + ddII_{I1 J I2 K} + (I1 <-> I2)``.
+    The error against :func:`simulate_truncated_dynamics` after ``t`` steps is second order in
+    the interaction (tested).  At ``t -> infinity`` ``a -> H~^{-1} eps(0)`` (∞.114).
+
+    Parameters
+    ----------
+    z, H, dH, ddI, ddII, y, n_train
+        As for :func:`simulate_truncated_dynamics`.
+    eta : float
+        Learning rate, ``0 < eta < 2/lambda_max(H~)``.
+    t : int
+        Number of steps (>= 0).
+
+    Returns
+    -------
+    FiniteTimeTensors
+    """
+    zc, Hc, dHc, dIc, dIIc, yt, A = _inputs(z, H, dH, ddI, ddII, y, n_train)
+    if not isinstance(t, int | np.integer) or t < 0:
+        raise ValueError(f"t must be an integer >= 0, got {t!r}")
+    HA = Hc[np.ix_(A, A)]
+    h, _, solver = _eig(HA, "H~ (training block of the NTK)")
+    eta = _check_eta(eta, float(h[-1]), "gd")
+    eps0 = zc.reshape(-1)[A] - yt.reshape(-1)
+    step = np.eye(len(A)) - eta * HA
+    a, b, e = np.zeros_like(eps0), np.zeros((len(A), len(A))), eps0.copy()
+    for _ in range(int(t)):
+        a += eta * e
+        b += eta * np.outer(e, e)
+        e = step @ e
+    z_free = zc.reshape(-1) - Hc[:, A] @ a
+    dd = dIc[:, :, :, A] + dIIc[:, :, :, A] + dIIc[:, :, :, A].transpose(0, 2, 1, 3)
+    dH_t = dHc - dd @ a
+    dHa = dHc[:, :, A] @ a
+    G = (
+        dIc[:, :, A][:, :, :, A]
+        + dIIc[:, :, A][:, :, :, A]
+        + dIIc[:, A][:, :, :, A].transpose(0, 2, 1, 3)
+    )
+    G = G + G.transpose(1, 0, 2, 3)
+    inv_eps = solver.solve(eps0)  # H~^{-1} eps(0)
+    inv_b = solver.solve(b.T).T  # b_{A C} H~^{-1}_{C B}, i.e. [b H~^{-1}]_{A B}
+    H_quad = dIc[:, :, A][:, :, :, A]
+    H_quad = H_quad + H_quad.transpose(1, 0, 2, 3) + 2 * dIIc[:, :, A][:, :, :, A]
+    H_I = (
+        -(dHa + dHa.T)
+        + np.einsum("ijab,a,b->ij", G, a, inv_eps)
+        - np.einsum("ijab,ab->ij", G, inv_b)
+        + 0.5 * eta * np.einsum("ijab,ab->ij", H_quad, b)
+    )
+    return FiniteTimeTensors(
+        t=int(t),
+        eps_free=e,
+        a=a,
+        b=b,
+        z_free=z_free.reshape(zc.shape),
+        dH=dH_t,
+        H_interaction=H_I,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # the fully-trained prediction (∞.141), (∞.154)
 
@@ -730,10 +851,8 @@ def mean_prediction(
 
 
 _NOT_INCLUDED = (
-    "the 1/n (NLO) correction H^{1} to the NTK mean is not included (the book does not give it, "
-    "spec/07 §8.4, §13.11): the infinite-width Theta stands for H, which leaves an O(1/n) error "
-    "in the NTK-regression term H_{da}H~^{-1}y of the same order as the correction itself "
-    "(not L-enhanced); the O(1/n^2) terms are not included either"
+    "the O(1/n^2) terms are not included (the NLO NTK mean H^{1}, which the book does not give, "
+    "is included from pdlt's derived recursion, pdlt.theory.ntk.nlo_ntk_step)"
 )
 
 
@@ -756,8 +875,9 @@ class FiniteWidthMeanPrediction:
     mean : ndarray
         ``infinite + correction``.
     parts : dict of ndarray
-        The projected coefficients ``"dntk_var"`` (``-m^{Delta NTK}``, algorithm-independent),
-        ``"dntk"``, ``"ddI"``, ``"ddII"`` (algorithm-dependent); they sum to ``coefficient``.
+        The projected coefficients ``"nlo_ntk"`` (the NLO NTK mean ``H^{1}`` in ``m^NTK``) and
+        ``"dntk_var"`` (``-m^{Delta NTK}``), both algorithm-independent, and ``"dntk"``,
+        ``"ddI"``, ``"ddII"`` (algorithm-dependent); they sum to ``coefficient``.
     width : float
         ``n_{L-1}`` (``inf`` for an infinite-width network).
     eta : float or None
@@ -808,27 +928,23 @@ def finite_width_predict(
 ) -> FiniteWidthMeanPrediction:
     """Mean test prediction of fully-trained networks of finite width, to order 1/n (∞.160).
 
-    Computes ``K, Theta, A, B, P, Q, R, S, T, U`` of the output layer with
+    Computes ``K, Theta, H1, A, B, P, Q, R, S, T, U`` of the output layer with
     :func:`pdlt.theory.flow.flow` on ``D = train u test`` and evaluates :func:`mean_prediction`
     with ``H = Theta``::
 
         m_{i;b} = m^NTK_{i;b} + (1/n_{L-1}) [X_{i;b} - Theta_{b a1} Theta~^{a1 a2} X_{i;a2}]
 
-    **Included:** the NTK-fluctuation term ``-m^{Delta NTK}`` (``A, B``; sign corrected, spec/07
-    §13.1), the dNTK term (``P, Q``) and the ddNTK terms (``R, S, T, U``), with the algorithm
-    projectors of ``kind``/``eta``; the flow's 4-index tensors are the book's (8.82), (11.45),
-    (∞.11)-(∞.12) in their slot order with the ``1/n_{L-1}`` taken out -- the convention of
-    :func:`mean_prediction`.
+    **Included:** the NLO NTK mean (``X = H^{1} Theta~^{-1} y``: ``m^NTK`` (∞.161) takes the
+    full mean ``H = Theta + H^{1}/n``, footnote 7 of chapter ∞; the book does not give
+    ``H^{1}``, pdlt derives it, :func:`pdlt.theory.ntk.nlo_ntk_step`), the NTK-fluctuation term
+    ``-m^{Delta NTK}`` (``A, B``; sign corrected, spec/07 §13.1), the dNTK term (``P, Q``) and
+    the ddNTK terms (``R, S, T, U``), with the algorithm projectors of ``kind``/``eta``; the
+    flow's 4-index tensors are the book's (8.82), (11.45), (∞.11)-(∞.12) in their slot order
+    with the ``1/n_{L-1}`` taken out -- the convention of :func:`mean_prediction`.  The
+    ``H^{1}`` part is O(1/n) but not depth-enhanced; the others grow like ``L/n``.
 
-    **Not included:** the NLO correction ``H^{1}/n`` of the NTK mean (not given in the book,
-    spec/07 §8.4, §13.11).  The true mean has ``H = Theta + H^{1}/n`` in ``m^NTK``, so the
-    returned correction misses ``(1/n)[H^{1}_{ba} - Theta_{ba'} Theta~^{-1} H^{1}_{a'a}]
-    Theta~^{-1} y``: an O(1/n) error of the same order as the correction (though not
-    depth-enhanced, while the included terms grow like ``L/n``).  The returned correction is
-    therefore exact only for the interaction part (dNTK, ddNTK) and for ``-m^{Delta NTK}`` up to
-    this missing piece; it is a leading-in-``L/n`` estimate of the total shift.  Nor are the
-    1/n shifts of ``K`` (``G^{1}``, 1/n-tuned ``C_b1, C_W1``; they enter only at O(1/n^2) here)
-    or any O(1/n^2) term included.
+    **Not included:** the 1/n shift ``G^{1}`` of the kernel (it enters only at O(1/n^2) here;
+    1/n-tuned ``C_W1`` does enter through ``H^{1}``) and every O(1/n^2) term.
 
     Parameters
     ----------
@@ -871,7 +987,7 @@ def finite_width_predict(
         raise ValueError(
             f"y_train must have shape (N_A, n_L) = {(n_a, network.n_out)}, got {yt.shape}"
         )
-    fields = ("K", "Theta", "A", "B", "P", "Q", "R", "S", "T", "U")
+    fields = ("K", "Theta", "H1", "A", "B", "P", "Q", "R", "S", "T", "U")
     f = flow(network, np.concatenate([xa, xb]), fields=fields)
     tens = {k: np.asarray(f[k][-1], dtype=np.float64) for k in fields}
     Theta = tens["Theta"]
@@ -894,13 +1010,15 @@ def finite_width_predict(
     def perp(X: np.ndarray) -> np.ndarray:  # (n_L, N_D) -> (N_B, n_L)
         return (X - X[:, :n_a] @ proj)[:, n_a:].T
 
+    alpha = solve.solve(yt)  # Theta~^{-1} y, (N_A, n_L)
     parts = {
+        "nlo_ntk": perp((tens["H1"][:, :n_a] @ alpha).T),
         "dntk_var": perp(-m.dntk_var),
         "dntk": perp(m.dntk),
         "ddI": perp(m.ddI),
         "ddII": perp(m.ddII),
     }
-    coef = (m.mean - m.ntk)[:, n_a:].T  # n_hidden = 1 above
+    coef = (m.mean - m.ntk)[:, n_a:].T + parts["nlo_ntk"]  # n_hidden = 1 above
     infinite = m.ntk[:, n_a:].T
     corr = coef / width if np.isfinite(width) else np.zeros_like(coef)
     return FiniteWidthMeanPrediction(

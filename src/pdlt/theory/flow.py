@@ -28,7 +28,7 @@ from .ddntk import ddntk_step, require_ddntk
 from .dntk import DntkMoments, dntk_moments, dntk_step
 from .four_point import _MOMENT_CACHE_SIZE, four_point_moments, nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
-from .ntk import ntk_step
+from .ntk import nlo_ntk_step, ntk_step
 from .residual import residual_vertex
 
 __all__ = [
@@ -200,6 +200,32 @@ def _bf(ctx: _Context) -> dict[str, np.ndarray]:
 @_register(["A", "D"], deps=["K", "V"])
 def _ad(ctx: _Context) -> dict[str, np.ndarray]:
     return _ntk(ctx, {"A", "D"})
+
+
+@_register(["H1"], deps=["K", "V", "G1", "Theta", "D", "F"])
+def _nlo_ntk(ctx: _Context) -> dict[str, np.ndarray]:
+    net, v = ctx.network, ctx.values
+    H1 = np.zeros_like(v["K"])  # Theta^(1) is deterministic (8.23)
+    pair = ctx.cache.get("pair")
+    ratios = _ratios(ctx)
+    for ell in range(1, net.depth):
+        i = ell - 1
+        H1[ell] = nlo_ntk_step(
+            net.activation,
+            v["K"][i],
+            v["Theta"][i],
+            v["V"][i],
+            v["G1"][i],
+            v["D"][i],
+            v["F"][i],
+            H1[i],
+            net.C_W[ell],
+            net.lambda_W[ell],
+            ratios[i],
+            net.C_W1[ell],
+            pair[i] if pair is not None else None,  # type: ignore[index]
+        )
+    return {"H1": H1}
 
 
 def _dntk_moments(ctx: _Context) -> list[DntkMoments]:
@@ -502,7 +528,7 @@ def _check_memory(estimate: WorkEstimate, max_memory: float | None) -> None:
     )
 
 
-_FINITE_WIDTH = {"V", "G1", "A", "B", "D", "F", "P", "Q", "R", "S", "T", "U"}
+_FINITE_WIDTH = {"V", "G1", "H1", "A", "B", "D", "F", "P", "Q", "R", "S", "T", "U"}
 _TRUSTED_ASPECT_RATIO = 0.25
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "vertex_source",
     "vertex_step",
     "nlo_metric_step",
+    "nlo_shift",
     "four_point_moments",
     "six_point_second_layer",
 ]
@@ -284,55 +285,167 @@ def nlo_metric_step(
     out[idx, idx] = hp.chi_par * G1[idx, idx] + 0.5 * C_W * hp.g2 * V[idx, idx, idx, idx]
     if N > 1:
         a, b = np.triu_indices(N, 1)
-        out[a, b] = out[b, a] = _nlo_offdiagonal(act, K, V, G1, C_W, a, b)
+        out[a, b] = out[b, a] = C_W * _nlo_shift_pairs(act, K, V, G1, a, b, 0)
     return C_b1 + C_W1 * ss + ratio * out
 
 
-def _nlo_offdiagonal(
+def nlo_shift(
+    act: Activation, K: np.ndarray, V: np.ndarray, G1: np.ndarray, order: int = 0
+) -> np.ndarray:
+    r"""The 1/n shift of ``<s^(o)_a s^(o)_b>`` under the nearly-Gaussian distribution (4.104).
+
+    ``E[s^(o)(z_a) s^(o)(z_b)] = <s^(o)_a s^(o)_b>_K + delta_ab / n_{l-1} + O(1/n^2)`` for one
+    neuron whose preactivations have mean metric ``K + G1/n_{l-1}`` and connected four-point
+    function ``V/n_{l-1}`` (4.76), with
+
+    .. math::
+
+        \delta_{ab} = \tfrac12 \sum G^{\{1\}}_{gh} \langle\partial_g \partial_h X\rangle
+            + \tfrac18 \sum V_{(gh)(km)} \langle\partial_g\partial_h\partial_k\partial_m X\rangle,
+        \qquad X = s^{(o)}_a s^{(o)}_b,
+
+    the bracket of (4.115) without its ``C_W``.  For smooth activations the derivatives are
+    taken literally, ``<d_a^p d_b^q X> = <s^(o+p)_a s^(o+q)_b>``, with orders above three moved
+    onto the other factor by Gaussian integration by parts (:func:`_derivative_pair`), so
+    nearly collinear inputs lose no precision; kinked activations use the moment form on the
+    ``1x1`` (``a = b``) or ``2x2`` block of ``K`` (raised indices, spec/02 §7.4), which needs no
+    derivative beyond ``o``.
+
+    Parameters
+    ----------
+    K, V, G1 : ndarray
+        Layer-l kernel (N, N), vertex (N, N, N, N) and NLO metric (N, N).
+    order : int
+        ``o``: 0 for ``<s s>`` (the metric), 1 for ``<s' s'>`` (the NTK).
+
+    Returns
+    -------
+    ndarray, shape (N, N)
+    """
+    N = K.shape[0]
+    out = np.empty((N, N))
+    idx = np.arange(N)
+    out[idx, idx] = _nlo_shift_pairs(act, K, V, G1, idx, idx, order)
+    if N > 1:
+        a, b = np.triu_indices(N, 1)
+        out[a, b] = out[b, a] = _nlo_shift_pairs(act, K, V, G1, a, b, order)
+    return out
+
+
+def _nlo_shift_pairs(
     act: Activation,
     K: np.ndarray,
     V: np.ndarray,
     G1: np.ndarray,
-    C_W: float,
     a: np.ndarray,
     b: np.ndarray,
+    order: int,
 ) -> np.ndarray:
-    """The bracket of (4.115) for the pairs (a, b), restricted to the 2x2 block S = {a, b}."""
-    blocks = _blocks(K, a, b)  # (P, 2, 2)
-    inv = _inverse2(blocks)
-    S = np.stack([a, b], -1)  # (P, 2): block index -> sample
+    """:func:`nlo_shift` for the pairs ``(a[p], b[p])``, all equal (``a = b``) or all distinct."""
+    same = bool(np.all(a == b))
+    smooth = act.smooth or act.polynomial_degree is not None
+    if not smooth:
+        S = a[:, None] if same else np.stack([a, b], -1)
+        return _nlo_shift_blocks(act, K, V, G1, S, order)
+    blocks = K[a, a][:, None, None] if same else _blocks(K, a, b)
+    o = order
+    E = {
+        (p, q): _derivative_pair(act, blocks, o + p, o + q)
+        for p in range(5)
+        for q in range(5)
+        if p + q in (2, 4)
+    }
+    slots = (a, b)  # slot 0 differentiates s^(o)_a, slot 1 s^(o)_b
+    t1 = sum(G1[slots[g], slots[h]] * E[(2 - g - h, g + h)] for g, h in product((0, 1), repeat=2))
+    t2 = sum(
+        V[slots[g], slots[h], slots[k], slots[m]] * E[(4 - g - h - k - m, g + h + k + m)]
+        for g, h, k, m in product((0, 1), repeat=4)
+    )
+    return 0.5 * t1 + 0.125 * t2
+
+
+def _derivative_pair(act: Activation, blocks: np.ndarray, i: int, j: int) -> np.ndarray:
+    """``<s^(i)(z_0) s^(j)(z_1)>`` over ``blocks`` (P, d, d); ``d = 1``: both on one sample.
+
+    Orders above three are lowered by Gaussian integration by parts along ``z_0`` at fixed
+    ``e = z_1 - c z_0`` (``c = K_01/K_00``, ``e`` independent of ``z_0``):
+    ``<s^(k+1)_0 z_0^m g(z_1)> = <s^(k)_0 [z_0^{m+1} g/K_00 - m z_0^{m-1} g - c z_0^m g']>``.
+    No inverse of the block is taken, so the result keeps full precision as ``det K -> 0``.
+    Needs ``i + j <= 6``.
+    """
+    d = blocks.shape[-1]
+    if i < j:
+        i, j = j, i
+        if d == 2:
+            blocks = np.ascontiguousarray(blocks[:, ::-1, ::-1])
+    Kaa = blocks[:, 0, 0]
+    c = blocks[:, 0, d - 1] / Kaa
+    terms: dict[tuple[int, int, int], np.ndarray] = {}
+    stack: list[tuple[tuple[int, int, int], np.ndarray]] = [((i, j, 0), np.ones_like(Kaa))]
+    while stack:
+        (k, l_, m), coef = stack.pop()
+        if k <= 3:
+            terms[(k, l_, m)] = terms.get((k, l_, m), 0.0) + coef
+            continue
+        stack.append(((k - 1, l_, m + 1), coef / Kaa))
+        if m:
+            stack.append(((k - 1, l_, m - 1), -m * coef))
+        stack.append(((k - 1, l_ + 1, m), -c * coef))
+    keys = list(terms)
+    if any(l_ > 3 for _, l_, _ in keys):
+        raise ValueError(f"<s^({i}) s^({j})> needs derivatives above the third")
+    prods = [[(0, k), (d - 1, l_)] + [(0, -1)] * m for k, l_, m in keys]
+    mom = moments(act, blocks, prods)
+    return sum(terms[key] * mom[:, n] for n, key in enumerate(keys))
+
+
+def _nlo_shift_blocks(
+    act: Activation,
+    K: np.ndarray,
+    V: np.ndarray,
+    G1: np.ndarray,
+    S: np.ndarray,
+    order: int,
+) -> np.ndarray:
+    """:func:`nlo_shift` for the samples ``S[p, 0], S[p, -1]`` on the blocks ``K[S_p, S_p]``.
+
+    ``S`` has shape (P, d), d = 1 (one sample) or 2 (two distinct samples).
+    """
+    d = S.shape[1]
+    blocks = K[S[:, :, None], S[:, None, :]]  # (P, d, d)
+    inv = _inverse2(blocks) if d == 2 else 1.0 / blocks
     VS = V[
         S[:, :, None, None, None],
         S[:, None, :, None, None],
         S[:, None, None, :, None],
         S[:, None, None, None, :],
-    ]  # (P, 2, 2, 2, 2)
+    ]  # (P, d, d, d, d)
     GS = G1[S[:, :, None], S[:, None, :]]
-    s = [(0, 0), (1, 0)]
-    # <s_a s_b z_i z_j> and <s_a s_b z_i z_j z_k z_l> for i, j, k, l in {0, 1}
-    two = list(product((0, 1), repeat=2))
-    four = list(product((0, 1), repeat=4))
+    s = [(0, order), (d - 1, order)]
+    # <X z_i z_j> and <X z_i z_j z_k z_l> for i, j, k, l in the block
+    two = list(product(range(d), repeat=2))
+    four = list(product(range(d), repeat=4))
     prods = [s] + [s + [(i, -1), (j, -1)] for i, j in two]
     prods += [s + [(i, -1), (j, -1), (k, -1), (m, -1)] for i, j, k, m in four]
     mom = moments(act, blocks, prods)
     m0 = mom[:, 0]
-    m2 = mom[:, 1:5].reshape(-1, 2, 2)
-    m4 = mom[:, 5:].reshape(-1, 2, 2, 2, 2)
+    m2 = mom[:, 1 : 1 + d * d].reshape(-1, d, d)
+    m4 = mom[:, 1 + d * d :].reshape(-1, d, d, d, d)
     Kb = blocks
-    M2 = m2 - Kb * m0[:, None, None]  # <ss (z z - K)>
-    # <ss (z_i z_j - K_ij)(z_k z_l - K_kl)>
+    M2 = m2 - Kb * m0[:, None, None]  # <X (z z - K)>
+    # <X (z_i z_j - K_ij)(z_k z_l - K_kl)>
     M4 = (
         m4
         - Kb[:, :, :, None, None] * m2[:, None, None, :, :]
         - m2[:, :, :, None, None] * Kb[:, None, None, :, :]
         + Kb[:, :, :, None, None] * Kb[:, None, None, :, :] * m0[:, None, None, None, None]
     )
-    Mm = -2.0 * m2 + Kb * m0[:, None, None]  # <ss (-2 z z + K)>
+    Mm = -2.0 * m2 + Kb * m0[:, None, None]  # <X (-2 z z + K)>
     Vr = np.einsum("pai,pbj,pck,pdl,pijkl->pabcd", inv, inv, inv, inv, VS)
     t1 = 0.5 * np.einsum("pij,pij->p", inv @ GS @ inv, M2)
     t2 = 0.125 * np.einsum("pabcd,pabcd->p", Vr, M4)
     t3 = 0.25 * np.einsum("pacbd,pcd,pab->p", Vr, Kb, Mm)
-    return C_W * (t1 + t2 + t3)
+    return t1 + t2 + t3
 
 
 def six_point_second_layer(

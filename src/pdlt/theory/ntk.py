@@ -29,10 +29,17 @@ import numpy as np
 
 from ..activations import Activation
 from ..gaussian import moments
-from .four_point import Jacobian, _blocks, _inverse2, four_point_moments, half_projector
+from .four_point import (
+    Jacobian,
+    _blocks,
+    _inverse2,
+    four_point_moments,
+    half_projector,
+    nlo_shift,
+)
 from .kernel import helpers, pair_moments
 
-__all__ = ["ntk_step", "first_projector", "layer_contributions"]
+__all__ = ["ntk_step", "nlo_ntk_step", "first_projector", "layer_contributions"]
 
 
 def first_projector(act: Activation, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,6 +163,75 @@ def ntk_step(
             )
             out["A"] = A
     return out
+
+
+def nlo_ntk_step(
+    act: Activation,
+    K: np.ndarray,
+    Theta: np.ndarray,
+    V: np.ndarray,
+    G1: np.ndarray,
+    D: np.ndarray,
+    F: np.ndarray,
+    H1: np.ndarray,
+    C_W: float,
+    lam_W: float,
+    ratio: float,
+    C_W1: float = 0.0,
+    pair: np.ndarray | None = None,
+) -> np.ndarray:
+    r"""One step of the NLO NTK mean ``H^{1}``: ``E[H-hat^(l)] = Theta^(l) + H^{1}(l)/n_{l-1}``.
+
+    The book names ``H^{1}`` (9.3) and needs it in the fully-trained mean (∞.63) but does not
+    give it (footnote 7, book.txt L34614-L34620; spec/07 §8.4).  Its recursion follows from the
+    mean of the NTK forward equation (8.12) over the weights of layer ``l+1``,
+    ``E[H-hat'_ab] = lambda_b + lambda_W E[s_a s_b] + C_W E[s'_a s'_b H-hat_{jj;ab}]`` (one
+    neuron ``j`` of layer ``l``), expanded to order ``1/n`` exactly as (4.115) expands the
+    metric:
+
+    .. math::
+
+        H^{\{1\}\prime}_{ab} = C_W^{\{1\}} \langle s'_a s'_b\rangle \Theta_{ab}
+            + \rho\,\bigl[\lambda_W \delta\langle s_a s_b\rangle
+            + C_W \bigl(\delta\langle s'_a s'_b\rangle \Theta_{ab}
+            + \langle s'_a s'_b\rangle H^{\{1\}}_{ab}
+            + \tfrac12 \sum_{gh} X_{gh;ab} \langle \partial_g \partial_h (s'_a s'_b)\rangle
+            \bigr)\bigr],
+
+    where ``delta<.>`` is the 1/n shift from ``G1`` and ``V`` (:func:`nlo_shift`), ``rho =
+    n_l/n_{l-1}``, ``C_W^(l+1) = C_W + C_W1/n_l`` (5.138), and ``X`` is the same-neuron
+    NTK-preactivation cross-correlation, ``n E[dH_{jj;ab} z_{j;g} z_{j;h}] = X_{gh;ab}`` with
+    ``X[g,h,a,b] = D[g,h,a,b] + F[g,a,h,b] + F[h,a,g,b]`` (the three Wick structures of
+    (8.67) at ``i1 = i2 = i3 = i4``).  The last term uses ``E[dH f(z)] = (1/2) sum X <d d f>``,
+    exact at this order because ``E[H-hat_jj | z_j]`` is quadratic in ``z_j`` given the layer
+    below.  ``H^{1}`` vanishes at ``l = 1`` and (without the 1/n tuning) at ``l = 2``, where
+    ``z^(1)`` is exactly Gaussian.
+
+    Parameters
+    ----------
+    K, Theta, G1, H1 : ndarray, shape (N, N)
+        Layer-l kernel, frozen NTK, NLO metric and NLO NTK mean.
+    V, D, F : ndarray, shape (N, N, N, N)
+        Layer-l vertex and NTK-preactivation cross-correlations (storage of the module notes).
+    C_W, lam_W : float
+        ``C_W^(l+1)`` (leading part), ``lambda_W^(l+1)``.
+    ratio : float
+        ``n_l / n_{l-1}``.
+    C_W1 : float
+        The 1/n tuning of ``C_W^(l+1)`` (5.138).
+    pair : ndarray, optional
+        ``pair_moments(act, K, (0, 1))`` if already computed.
+
+    Returns
+    -------
+    ndarray, shape (N, N)
+        ``H^{1}(l+1)``, the coefficient of ``1/n_l``.
+    """
+    _, dd = pair_moments(act, K, (0, 1)) if pair is None else pair
+    X = D + np.einsum("gahb->ghab", F) + np.einsum("hagb->ghab", F)
+    cross = np.einsum("abab->ab", half_projector(act, K, 1).apply(X))
+    inner = dd * H1 + nlo_shift(act, K, V, G1, 1) * Theta + cross
+    return C_W1 * dd * Theta + ratio * (lam_W * nlo_shift(act, K, V, G1, 0) + C_W * inner)
 
 
 def layer_contributions(
