@@ -66,7 +66,7 @@ def theory(network, data, slow: float):
     """The 1/n theory (∞.160)-(∞.165) at ``eta = 1/lambda_max(Theta~)`` and at ``slow * eta``.
 
     The coefficient ``c`` of ``c/n`` is width-independent for equal hidden widths, so the
-    tensors (``K, Theta, A, B, P, Q, R, S, T, U``) are computed once, at ``network``'s width.
+    tensors (``K, Theta, H1, A, B, P, Q, R, S, T, U``) are computed once, at ``network``'s width.
 
     Parameters
     ----------
@@ -92,7 +92,7 @@ def theory(network, data, slow: float):
     m = mean_prediction(
         t["Theta"], t["K"], data.y_train.T, n_a, 1.0, eta=slow * fast.eta, kind="gd", **four
     )
-    c_slow = (m.mean - m.ntk)[:, n_a:].T
+    c_slow = (m.mean - m.ntk)[:, n_a:].T + fast.parts["nlo_ntk"]  # H^{1}: algorithm-free
     return fast, c_slow
 
 
