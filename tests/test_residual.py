@@ -20,7 +20,7 @@ from pdlt.activations import activation
 from pdlt.empirical.ensemble import Ensemble
 from pdlt.empirical.observables import ntk
 from pdlt.theory.criticality import criticality
-from pdlt.theory.residual import residual_vertex, sigma_squared_modes
+from pdlt.theory.residual import residual_vertex, residual_vertex_inputs, sigma_squared_modes
 
 X3 = np.array([[1.0, 0.3, -0.5], [0.2, -1.1, 0.4], [-0.7, 0.5, 0.9]])
 
@@ -168,10 +168,49 @@ def test_relu_vertex_follows_the_corrected_recursion_not_the_book():
     assert np.all(np.abs(V[3:] - book[3:]) > 4 * se[3:] + allowance[3:]), (V, book)
 
 
+@pytest.mark.parametrize("name", ["tanh", "relu"])
+def test_multi_input_vertex_reduces_to_its_exact_cases(name):
+    # gamma = 0: the vanilla (4.119) for every input pair; one input: the single-input
+    # recursion of Hermite modes (an independent computation: modes of sigma^2 there,
+    # four-dimensional integrals over one neuron at two layers here)
+    act = activation(name)
+    net = Network(act, depth=4, width=16, n_in=3, C_b=0.1, C_W=1.2)
+    f = flow(net, X3[:2], fields=("K", "V"))
+    V0 = residual_vertex_inputs(act, f["K"], net.C_W, np.zeros(4))
+    np.testing.assert_allclose(V0, f["V"], rtol=1e-9, atol=1e-12 * np.max(np.abs(f["V"])))
+    res = Network(act, depth=5, width=16, n_in=3, n_out=16, gamma=math.sqrt(0.5))
+    K = flow(res, X3[:1], fields=("K",))["K"]
+    V1 = residual_vertex_inputs(act, K, res.C_W, res.gamma)[:, 0, 0, 0, 0]
+    modes = residual_vertex(act, K[:, 0, 0], res.C_W, res.gamma)
+    np.testing.assert_allclose(V1, modes, rtol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tanh", "relu"])
+def test_multi_input_vertex_against_real_residual_networks(name):
+    # three inputs, gamma^2 = 1/2, residual criticality, width 64, 4000 networks: V_{(ab)(cd)}
+    # for every index structure at l = 2..4 within 4 standard errors plus the finite-width
+    # shift allowance 0.5 l^2/n |V| of the single-input test
+    n = 64
+    net = Network(name, depth=4, width=n, n_in=3, n_out=n, gamma=math.sqrt(0.5))
+    theory = flow(net, X3, fields=("K", "V"))
+    measured = measure(net, X3, size=4000, seed=9, fields=("V",), block_size=1000)
+    V, se, Vt = measured["V"], measured.stderr("V"), theory["V"]
+    ell = np.arange(1, 5)[:, None, None, None, None]
+    allowance = 0.5 * ell**2 / n * np.abs(Vt) + 1e-12
+    assert np.all(np.abs(V - Vt) <= 4 * se + allowance), np.max(np.abs(V - Vt) / se)
+    assert np.max(np.abs(Vt[-1]) / se[-1]) > 10  # resolved: the test can fail
+    if name == "relu":  # one input at a time, the book's (B.26) is 6-9 s.e. off at l = 4
+        for a in range(3):
+            K = theory["K"][:, a, a]
+            book = residual_vertex(net.activation, K, net.C_W, net.gamma, corrected=False)
+            assert abs(V[3, a, a, a, a] - book[3]) > 4 * se[3, a, a, a, a], (a, V[3], book)
+
+
 def test_residual_refusals_say_what_is_available():
     net = Network("tanh", depth=3, width=8, n_in=3, gamma=0.5)
-    with pytest.raises(ValueError, match="single input"):
-        flow(net, X3, fields=("V",))
+    with pytest.raises(ValueError, match="equal hidden widths"):
+        flow(Network("tanh", widths=[3, 8, 8, 12, 1], gamma=0.5), X3, fields=("V",))
     with pytest.raises(ValueError, match="A: not available for residual"):
         flow(net, X3, fields=("A",))
     assert flow(net, X3, fields=("K", "Theta"))["K"].shape == (3, 3, 3)

@@ -29,7 +29,7 @@ from .dntk import DntkMoments, dntk_moments, dntk_step
 from .four_point import _MOMENT_CACHE_SIZE, four_point_moments, nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
 from .ntk import nlo_ntk_step, ntk_step
-from .residual import residual_vertex
+from .residual import residual_vertex, residual_vertex_inputs
 
 __all__ = [
     "flow",
@@ -118,9 +118,13 @@ def _vertex(ctx: _Context) -> dict[str, np.ndarray]:
     N, L = K.shape[1], net.depth
     V = np.zeros((L, N, N, N, N))
     if net.residual:
-        # single input only: the multi-input residual vertex (B.25) misses neuron-neuron
-        # correlations and its correction is not derived (spec/08 §3.4); refused in flow()
-        V[:, 0, 0, 0, 0] = residual_vertex(net.activation, K[:, 0, 0], net.C_W, net.gamma)
+        # the book's (B.25)-(B.26) miss the same-neuron correlations across layers that the
+        # identity branch carries (spec/08 §3.4): single input by Hermite modes, several
+        # inputs by the neuron-neuron covariance functional
+        if N == 1:
+            V[:, 0, 0, 0, 0] = residual_vertex(net.activation, K[:, 0, 0], net.C_W, net.gamma)
+        else:
+            V = residual_vertex_inputs(net.activation, K, net.C_W, net.gamma)
         return {"V": V}
     ratios = _ratios(ctx)
     for ell in range(1, L):
@@ -382,22 +386,16 @@ _RESIDUAL_FIELDS = ("K", "chi_parallel", "chi_perp", "K_gamma", "Theta", "V")
 def _check_residual(network: Network, inputs: Inputs, fields: Sequence[str]) -> None:
     """Refuse what is not known for residual networks (appendix B): the book extends only K
     (B.11) and the vertex (B.25)-(B.26); Theta follows from (B.3) at leading order, and the
-    vertex is known only for a single input (spec/08 §3.4)."""
+    vertex (corrected, spec/08 §3.4; several inputs: :func:`residual_vertex_inputs`) needs
+    equal hidden widths."""
     other = [f for f in fields if f not in _RESIDUAL_FIELDS]
     if other:
         raise ValueError(
             f"{', '.join(other)}: not available for residual networks (gamma != 0); the "
             f"residual theory covers {', '.join(_RESIDUAL_FIELDS)} (appendix B)"
         )
-    if "V" in fields:
-        if inputs.n_inputs != 1:
-            raise ValueError(
-                "V of a residual network is known for a single input only: the book's "
-                "multi-input (B.25) misses neuron-neuron correlations (spec/08 §3.4)"
-            )
-        hidden = network.hidden_widths
-        if len(set(hidden)) > 1:
-            raise ValueError("V of a residual network needs equal hidden widths")
+    if "V" in fields and len(set(network.hidden_widths)) > 1:
+        raise ValueError("V of a residual network needs equal hidden widths")
 
 
 def _field_names(fields: Sequence[str]) -> tuple[str, ...]:
