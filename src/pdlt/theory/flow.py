@@ -29,7 +29,7 @@ from .dntk import DntkMoments, dntk_moments, dntk_step
 from .four_point import _MOMENT_CACHE_SIZE, four_point_moments, nlo_metric_step, vertex_step
 from .kernel import gamma_components, helpers, kernel_flow
 from .ntk import nlo_ntk_step, ntk_step
-from .residual import residual_vertex, residual_vertex_inputs
+from .residual import residual_nlo_metric, residual_vertex, residual_vertex_inputs
 
 __all__ = [
     "flow",
@@ -140,6 +140,10 @@ def _nlo_metric(ctx: _Context) -> dict[str, np.ndarray]:
     # layer 1 is Gaussian: its only 1/n_0 shift is the tuning of its own hyperparameters
     G1[0] = net.C_b1[0] + net.C_W1[0] * ctx.inputs.gram
     ratios = _ratios(ctx)
+    if net.residual:  # a neuron's own past enters its metric: the covariance functional
+        first = ratios[0] if ratios else 1.0
+        args = (net.C_W, net.gamma, G1[0], net.C_b1, net.C_W1, first)
+        return {"G1": residual_nlo_metric(net.activation, K, *args)}
     for ell in range(1, L):
         G1[ell] = nlo_metric_step(
             net.activation,
@@ -380,7 +384,7 @@ def _prefetch_four_point(ctx: _Context, names: Sequence[str]) -> None:
         four_point_moments(act, K, orders)
 
 
-_RESIDUAL_FIELDS = ("K", "chi_parallel", "chi_perp", "K_gamma", "Theta", "V")
+_RESIDUAL_FIELDS = ("K", "chi_parallel", "chi_perp", "K_gamma", "Theta", "V", "G1")
 
 
 def _check_residual(network: Network, inputs: Inputs, fields: Sequence[str]) -> None:
@@ -394,8 +398,14 @@ def _check_residual(network: Network, inputs: Inputs, fields: Sequence[str]) -> 
             f"{', '.join(other)}: not available for residual networks (gamma != 0); the "
             f"residual theory covers {', '.join(_RESIDUAL_FIELDS)} (appendix B)"
         )
-    if "V" in fields and len(set(network.hidden_widths)) > 1:
-        raise ValueError("V of a residual network needs equal hidden widths")
+    for name in ("V", "G1"):
+        if name in fields and len(set(network.hidden_widths)) > 1:
+            raise ValueError(f"{name} of a residual network needs equal hidden widths")
+    if "G1" in fields and not network.activation.smooth:
+        raise ValueError(
+            f"G1 of a residual network needs a smooth activation (its recursion takes second "
+            f"derivatives of sigma across layers); {network.activation.name} has a kink"
+        )
 
 
 def _field_names(fields: Sequence[str]) -> tuple[str, ...]:

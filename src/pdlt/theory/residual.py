@@ -39,10 +39,23 @@ import numpy as np
 
 from ..activations import Activation
 from ..gaussian import expect, moments
-from .four_point import Jacobian, four_point_moments, half_projector
-from .kernel import helpers, pair_moments
+from .four_point import (
+    Jacobian,
+    _blocks,
+    _derivative_pair,
+    four_point_moments,
+    half_projector,
+    nlo_shift,
+)
+from .kernel import helpers, mixed_pair_moments
 
-__all__ = ["sigma_squared_modes", "residual_vertex", "residual_vertex_inputs", "A_MAX"]
+__all__ = [
+    "sigma_squared_modes",
+    "residual_vertex",
+    "residual_vertex_inputs",
+    "residual_nlo_metric",
+    "A_MAX",
+]
 
 A_MAX = 80
 _PANEL = 0.4
@@ -152,6 +165,10 @@ def residual_vertex(
 # --------------------------------------------------------------------------------------------
 # several inputs: the neuron-neuron covariance functional
 
+Label = tuple[int, int, int] | str  # (p, i, j): s^(i)_a s^(j)_b of layer p carried down; "Q"
+_SIGMA = ((0, 0),)
+_SECOND = ((0, 0), (2, 0), (1, 1), (0, 2))  # s s and the second derivatives of s_a s_b
+
 
 def residual_vertex_inputs(
     act: Activation, K: np.ndarray, C_W: np.ndarray, gamma: np.ndarray
@@ -194,48 +211,195 @@ def residual_vertex_inputs(
         ``V[l-1, a, b, c, d] = V^(l)_{(ab)(cd)}``; ``V^(1) = 0``.  Equal hidden widths.
     """
     K = np.asarray(K, dtype=np.float64)
+    V = np.zeros((K.shape[0],) + (K.shape[1],) * 4)
+    for m, C in _neuron_covariances(act, K, C_W, gamma, _SIGMA):
+        V[m] = C.get("Q", "Q")
+    return V
+
+
+def residual_nlo_metric(
+    act: Activation,
+    K: np.ndarray,
+    C_W: np.ndarray,
+    gamma: np.ndarray,
+    G1_first: np.ndarray,
+    C_b1: np.ndarray,
+    C_W1: np.ndarray,
+    ratio_first: float = 1.0,
+) -> np.ndarray:
+    r"""NLO metric ``G^{1}(l)`` of a residual MLP, N inputs (smooth activations).
+
+    ``E[z'_a z'_b] = E[G-hat_ab] + gamma^2 E[z_a z_b]``, so
+    ``G1' = gamma^2 G1 + C_b1 + C_W1 <Sigma> + C_W M[Sigma]`` with ``M^(l)[f] = n (E[f(z_j)] -
+    <f>_K)`` the 1/n shift of one neuron's expectations.  Unlike in a vanilla MLP it is not
+    ``(1/2) G1 <dd f> + (1/8) V <dddd f>``: the neuron's own past enters its metric.  Its
+    recursion (derived here, the same conditioning as :func:`residual_vertex_inputs`;
+    ``gamma = 0`` gives (4.115)):
+
+    .. math::
+
+        M'[f] = M[Sf] + \sum_{cd} \delta G_{cd} (Df)_{cd}
+            + C_W \sum_{cd} (\kappa + C)[\Sigma_{cd}, \partial_{cd} Sf]
+            + \tfrac18 \sum X_{(cd)(ef)} \langle \partial^4_{cdef} f\rangle,
+
+    with ``delta G = C_b1 + C_W1 <Sigma> + C_W M[Sigma]`` (the mean shift of ``G-hat``),
+    ``X = C_W^2 (kappa + C)[Sigma, Sigma]`` (its covariance) and ``d_cd Sf = (1/2) E_u[d_c d_d
+    f(u + gamma x)]``: for ``f = Sigma`` of a later layer, second derivatives of ``s_a s_b``
+    carried down, whose neuron-neuron covariances the same recursion provides.
+
+    Parameters
+    ----------
+    K : ndarray, shape (L, N, N)
+    C_W, gamma, C_b1, C_W1 : ndarray, shape (L,)
+        Per-layer hyperparameters (step ``l -> l+1`` uses entry ``l``).
+    G1_first : ndarray, shape (N, N)
+        ``G^{1}(1)`` (the 1/n_0 tuning of the first layer).
+    ratio_first : float
+        ``n_1/n_0``: the hidden widths are equal, the input width need not be.
+
+    Returns
+    -------
+    ndarray, shape (L, N, N)
+    """
+    if not act.smooth:
+        raise ValueError(
+            f"G1 of a residual network needs a smooth activation (its recursion takes second "
+            f"derivatives of sigma carried across layers); {act.name} has a kink"
+        )
+    K = np.asarray(K, dtype=np.float64)
     L, N = K.shape[0], K.shape[1]
-    V = np.zeros((L, N, N, N, N))
+    gam = np.asarray(gamma, dtype=np.float64)
+    cw = np.asarray(C_W, dtype=np.float64)
+    G1 = np.zeros((L, N, N))
+    G1[0] = G1_first
+    zero = np.zeros((N,) * 4)
+    # M[p]: the shift of <Sigma^(p)> carried down to the current layer m (p >= m)
+    M = {
+        p: ratio_first * nlo_shift(act, K[p], zero, _gain(gam, p, 0) ** 2 * G1[0], 0)
+        for p in range(L - 1)
+    }
+    pair = [mixed_pair_moments(act, K[m], [(0, 0)])[0] for m in range(L - 1)]
+    for m, C in _neuron_covariances(act, K, C_W, gamma, _SECOND):
+        if m == L - 1:
+            break
+        c = cw[m + 1]
+        shift = C_b1[m + 1] + C_W1[m + 1] * pair[m] + c * M[m]  # n E[G-hat - G]
+        G1[m + 1] = gam[m + 1] ** 2 * G1[m] + shift
+        X = c**2 * C.kappa_plus("S", m)
+        new = {}
+        for p in range(m + 1, L - 1):
+            g2 = _gain(gam, p, m + 1) ** 2
+            T = np.zeros((N, N))
+            for (i, j), w in (((2, 0), 0.5), ((1, 1), 1.0), ((0, 2), 0.5)):
+                Y = C.kappa_plus((p, i, j), m)  # [a, b, c, d]: (p, i, j)_ab with Sigma_cd
+                a = np.arange(N)
+                # pair (p, i, j)_ab with Sigma_{cd}: c = d = a, (a, b) / (b, a), c = d = b
+                if (i, j) == (2, 0):
+                    T += w * Y[a[:, None], a[None, :], a[:, None], a[:, None]]
+                elif (i, j) == (0, 2):
+                    T += w * Y[a[:, None], a[None, :], a[None, :], a[None, :]]
+                else:
+                    T += w * (Y[a[:, None], a[None, :], a[:, None], a[None, :]])
+            new[p] = M[p] + nlo_shift(act, K[p], g2**2 * X, g2 * shift, 0) + c * g2 * T
+        M = new
+    return G1
+
+
+def _gain(gamma: np.ndarray, p: int, m: int) -> float:
+    """``prod_{q=m+1}^{p} gamma_q``: how much of a neuron at layer ``m`` reaches layer ``p``."""
+    return float(np.prod(gamma[m + 1 : p + 1]))
+
+
+class _Covariances:
+    """``C^(m)[A, B]`` at one layer (``[a, b, c, d]``: ``A_ab`` with ``B_cd``) and the
+    same-neuron covariances with ``Sigma^(m)`` that the next step needs."""
+
+    def __init__(self, values: dict, kappa: dict, N: int) -> None:
+        self.values, self.kappa, self.zero = values, kappa, np.zeros((N,) * 4)
+
+    def get(self, A: Label, B: Label) -> np.ndarray:
+        if (A, B) in self.values:
+            return self.values[(A, B)]
+        if (B, A) in self.values:
+            return self.values[(B, A)].transpose(2, 3, 0, 1)
+        return self.zero
+
+    def kappa_plus(self, A: Label, m: int) -> np.ndarray:
+        """``kappa[A, Sigma^(m)] + C[A, Sigma^(m)]``; ``A = "S"`` is ``Sigma^(m)`` itself."""
+        key = (m, 0, 0) if A == "S" else A
+        return self.kappa[A] + self.get(key, (m, 0, 0))
+
+
+def _neuron_covariances(
+    act: Activation,
+    K: np.ndarray,
+    C_W: np.ndarray,
+    gamma: np.ndarray,
+    orders: tuple[tuple[int, int], ...],
+):
+    """Iterate the neuron-neuron covariance functional of :func:`residual_vertex_inputs`.
+
+    Yields ``(m, C)`` for layers ``m = 0..L-1`` (0-based), ``C`` a :class:`_Covariances`
+    holding ``C^(m)[A, B]`` for the labels ``"Q"`` (``z_a z_b``) and ``(p, i, j)``
+    (``s^(i)_a s^(j)_b`` of layer ``p >= m`` carried down), ``(i, j)`` in ``orders``.
+    """
+    L, N = K.shape[0], K.shape[1]
     cw = np.asarray(C_W, dtype=np.float64)
     gam = np.asarray(gamma, dtype=np.float64)
-    if L == 1:
-        return V
-    J = [half_projector(act, K[m], 0) for m in range(L - 1)]  # D of Sigma at layer m
-    ss = [pair_moments(act, K[m], (0,))[0] for m in range(L - 1)]
-    zero = np.zeros((N,) * 4)
-    C: dict[tuple[object, object], np.ndarray] = {}  # C at layer m (0-based), zero at m = 0
-
-    def get(A: object, B: object) -> np.ndarray:
-        if (A, B) in C:
-            return C[(A, B)]
-        if (B, A) in C:
-            return C[(B, A)].transpose(2, 3, 0, 1)
-        return zero
-
-    for m in range(L - 1):  # step layer m -> m + 1 (0-based)
+    D = {(p, i, j): _pair_jacobian(act, K[p], i, j) for p in range(L - 1) for i, j in orders}
+    ss = {(p, i, j): mixed_pair_moments(act, K[p], [(i, j)])[0] for (p, i, j) in D}
+    values: dict = {}
+    for m in range(L):
+        kappa = {}
+        if m < L - 1:
+            kappa["S"] = _cross_layer(act, K, gam, ss, (m, 0, 0), m)
+            kappa["Q"] = _quadratic_covariance(K[m], D[(m, 0, 0)])
+            for p in range(m + 1, L - 1):
+                for i, j in orders:
+                    kappa[(p, i, j)] = _cross_layer(act, K, gam, ss, (p, i, j), m)
+        C = _Covariances(values, kappa, N)
+        yield m, C
+        if m == L - 1:
+            return
         g, c = gam[m + 1], cw[m + 1]
-        kSS = four_point_moments(act, K[m]) - np.multiply.outer(ss[m], ss[m])
-        kQS = _quadratic_covariance(K[m], J[m])  # Cov(x_a x_b, Sigma_cd) under K^(m)
-        cross = {p: _cross_layer_covariance(act, K, gam, ss, p, m) for p in range(m + 1, L - 1)}
-        labels = ["Q", *range(m + 1, L - 1)]  # functions of layer m + 1 that are needed
-        # X_A[a, b, c, d] = kappa[SA_ab, Sigma_cd] + C[SA_ab, Sigma_cd] at layer m
-        X = {"Q": g**2 * (kQS + get("Q", m))}
-        X.update({p: cross[p] + get(p, m) for p in labels[1:]})
-        XSS = kSS + get(m, m)
-        D = {"Q": None}
-        D.update({p: (np.prod(gam[m + 2 : p + 1]) ** 2, J[p]) for p in labels[1:]})
-        f = {"Q": g**2, **{p: 1.0 for p in labels[1:]}}
-        new: dict[tuple[object, object], np.ndarray] = {}
-        for i, A in enumerate(labels):
-            for B in labels[i:]:
-                term = f[A] * f[B] * get(A, B)
-                term = term + c * _apply_last(D[B], X[A])
-                term = term + c * _apply_first(D[A], X[B].transpose(2, 3, 0, 1))
-                term = term + c**2 * _apply_first(D[A], _apply_last(D[B], XSS))
+        labels: list[Label] = ["Q"]
+        labels += [(p, i, j) for p in range(m + 1, L - 1) for i, j in orders]
+        # X_A = kappa[SA, Sigma^m] + C[SA, Sigma^m]; S keeps every label, z z -> gamma^2 z z
+        X = {A: (g**2 if A == "Q" else 1.0) * C.kappa_plus(A, m) for A in labels}
+        XSS = C.kappa_plus("S", m)
+        Dn = {A: None if A == "Q" else (_gain(gam, A[0], m + 1) ** 2, D[A]) for A in labels}
+        f = {A: g**2 if A == "Q" else 1.0 for A in labels}
+        new = {}
+        for a, A in enumerate(labels):
+            for B in labels[a:]:
+                term = f[A] * f[B] * C.get(A, B)
+                term = term + c * _apply_last(Dn[B], X[A])
+                term = term + c * _apply_first(Dn[A], X[B].transpose(2, 3, 0, 1))
+                term = term + c**2 * _apply_first(Dn[A], _apply_last(Dn[B], XSS))
                 new[(A, B)] = term
-        C = new
-        V[m + 1] = C[("Q", "Q")]
-    return V
+        values = new
+
+
+def _pair_jacobian(act: Activation, K: np.ndarray, i: int, j: int) -> Jacobian:
+    """``(1/2) <d_g d_h (s^(i)_a s^(j)_b)>_K`` as a :class:`Jacobian` (not mirrored if i != j)."""
+    if (i, j) == (0, 0):
+        return half_projector(act, K, 0)
+    N = K.shape[0]
+    aa, ab, bb = np.zeros((N, N)), np.zeros((N, N)), np.zeros((N, N))
+    idx = np.arange(N)
+    diag = K[idx, idx][:, None, None]
+    aa[idx, idx] = 0.5 * (
+        _derivative_pair(act, diag, i + 2, j)
+        + 2 * _derivative_pair(act, diag, i + 1, j + 1)
+        + _derivative_pair(act, diag, i, j + 2)
+    )
+    if N > 1:
+        a, b = np.nonzero(~np.eye(N, dtype=bool))
+        blocks = _blocks(K, a, b)
+        aa[a, b] = 0.5 * _derivative_pair(act, blocks, i + 2, j)
+        ab[a, b] = 0.5 * _derivative_pair(act, blocks, i + 1, j + 1)
+        bb[a, b] = 0.5 * _derivative_pair(act, blocks, i, j + 2)
+    return Jacobian(aa, ab, bb)
 
 
 def _apply_first(D: tuple[float, Jacobian] | None, X: np.ndarray) -> np.ndarray:
@@ -260,26 +424,41 @@ def _quadratic_covariance(K: np.ndarray, J: Jacobian) -> np.ndarray:
     return 2.0 * J.apply(T).transpose(2, 3, 0, 1)
 
 
-def _cross_layer_covariance(
+def _cross_layer(
     act: Activation,
     K: np.ndarray,
     gamma: np.ndarray,
-    ss: list[np.ndarray],
-    p: int,
+    ss: dict,
+    label: tuple[int, int, int],
     m: int,
 ) -> np.ndarray:
-    """``Cov(s(z^(p)_a) s(z^(p)_b), s(z^(m)_c) s(z^(m)_d))`` for one neuron, ``p > m`` (0-based).
+    """``Cov(s^(i)(z^(p)_a) s^(j)(z^(p)_b), s(z^(m)_c) s(z^(m)_d))`` for one neuron, p >= m.
 
     At leading order ``z^(p) = (prod gamma) z^(m) + independent Gaussian``, so the four
-    preactivations are jointly Gaussian with ``Cov(z^(p)_a, z^(m)_c) = Gamma K^(m)_ac``.
+    preactivations are jointly Gaussian with ``Cov(z^(p)_a, z^(m)_c) = Gamma K^(m)_ac``
+    (``p = m``: the four-point source ``<s s s s> - <s s><s s>``).  For derivative labels
+    (``(i, j) != (0, 0)``) only the entries with ``{c, d}`` inside ``{a, b}`` are computed: the
+    recursion of :func:`residual_nlo_metric` never mixes them with the others.
     """
+    p, i, j = label
     N = K.shape[1]
-    Gam = float(np.prod(gamma[m + 1 : p + 1]))
+    if p == m and (i, j) == (0, 0):
+        return four_point_moments(act, K[m]) - np.multiply.outer(ss[label], ss[label])
+    Gam = _gain(gamma, p, m)
     if Gam == 0.0:  # no identity path from layer m to layer p: independent
         return np.zeros((N,) * 4)
-    out = np.empty((N,) * 4)
-    pairs = [(a, b) for a in range(N) for b in range(a, N)]
-    quads = [(a, b, c, d) for a, b in pairs for c, d in pairs]
+    if (i, j) == (0, 0):
+        pairs = [(c, d) for c in range(N) for d in range(c, N)]
+        quads = [(a, b, c, d) for a, b in pairs for c, d in pairs]
+    else:  # only {c, d} within {a, b} is ever needed (residual_nlo_metric); the rest stays 0
+        quads = list(
+            dict.fromkeys(
+                (a, b, min(c, d), max(c, d))
+                for a in range(N)
+                for b in range(N)
+                for c, d in ((a, a), (a, b), (b, b))
+            )
+        )
     idx_p = np.array([[a, b] for a, b, _, _ in quads])
     idx_m = np.array([[c, d] for _, _, c, d in quads])
     Kp, Km = K[p], K[m]
@@ -288,9 +467,12 @@ def _cross_layer_covariance(
     blocks[:, 2:, 2:] = Km[idx_m[:, :, None], idx_m[:, None, :]]
     blocks[:, :2, 2:] = Gam * Km[idx_p[:, :, None], idx_m[:, None, :]]
     blocks[:, 2:, :2] = blocks[:, :2, 2:].transpose(0, 2, 1)
-    mom = moments(act, blocks, [[(0, 0), (1, 0), (2, 0), (3, 0)]])[:, 0]
+    mom = moments(act, blocks, [[(0, i), (1, j), (2, 0), (3, 0)]])[:, 0]
+    out = np.zeros((N,) * 4)
+    s_p, s_m = ss[(p, i, j)], ss[(m, 0, 0)]
     for (a, b, c, d), v in zip(quads, mom, strict=True):
-        val = v - ss[p][a, b] * ss[m][c, d]
-        for x, y in ((a, b), (b, a)):
+        val = v - s_p[a, b] * s_m[c, d]
+        sym = ((a, b), (b, a)) if (i, j) == (0, 0) else ((a, b),)
+        for x, y in sym:
             out[x, y, c, d] = out[x, y, d, c] = val
     return out
