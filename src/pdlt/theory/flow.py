@@ -401,11 +401,14 @@ def _check_residual(network: Network, inputs: Inputs, fields: Sequence[str]) -> 
     for name in ("V", "G1"):
         if name in fields and len(set(network.hidden_widths)) > 1:
             raise ValueError(f"{name} of a residual network needs equal hidden widths")
-    if "G1" in fields and not network.activation.smooth:
-        raise ValueError(
-            f"G1 of a residual network needs a smooth activation (its recursion takes second "
-            f"derivatives of sigma across layers); {network.activation.name} has a kink"
-        )
+    act = network.activation
+    if "G1" in fields and not act.smooth:
+        if act.scale_invariant is None or inputs.n_inputs != 1:
+            raise ValueError(
+                f"G1 of a residual network needs a smooth activation, or a single input for "
+                f"the ReLU family (its recursion takes s''(z_a) s(z_b) across layers); "
+                f"{act.name} has a kink and {inputs.n_inputs} inputs were given"
+            )
 
 
 def _field_names(fields: Sequence[str]) -> tuple[str, ...]:

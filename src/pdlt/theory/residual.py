@@ -167,7 +167,6 @@ def residual_vertex(
 
 Label = tuple[int, int, int] | str  # (p, i, j): s^(i)_a s^(j)_b of layer p carried down; "Q"
 _SIGMA = ((0, 0),)
-_SECOND = ((0, 0), (2, 0), (1, 1), (0, 2))  # s s and the second derivatives of s_a s_b
 
 
 def residual_vertex_inputs(
@@ -227,7 +226,7 @@ def residual_nlo_metric(
     C_W1: np.ndarray,
     ratio_first: float = 1.0,
 ) -> np.ndarray:
-    r"""NLO metric ``G^{1}(l)`` of a residual MLP, N inputs (smooth activations).
+    r"""NLO metric ``G^{1}(l)`` of a residual MLP: N inputs (smooth), one input (ReLU family).
 
     ``E[z'_a z'_b] = E[G-hat_ab] + gamma^2 E[z_a z_b]``, so
     ``G1' = gamma^2 G1 + C_b1 + C_W1 <Sigma> + C_W M[Sigma]`` with ``M^(l)[f] = n (E[f(z_j)] -
@@ -261,13 +260,9 @@ def residual_nlo_metric(
     -------
     ndarray, shape (L, N, N)
     """
-    if not act.smooth:
-        raise ValueError(
-            f"G1 of a residual network needs a smooth activation (its recursion takes second "
-            f"derivatives of sigma carried across layers); {act.name} has a kink"
-        )
     K = np.asarray(K, dtype=np.float64)
     L, N = K.shape[0], K.shape[1]
+    second = _second_orders(act, N)
     gam = np.asarray(gamma, dtype=np.float64)
     cw = np.asarray(C_W, dtype=np.float64)
     G1 = np.zeros((L, N, N))
@@ -279,7 +274,7 @@ def residual_nlo_metric(
         for p in range(L - 1)
     }
     pair = [mixed_pair_moments(act, K[m], [(0, 0)])[0] for m in range(L - 1)]
-    for m, C in _neuron_covariances(act, K, C_W, gamma, _SECOND):
+    for m, C in _neuron_covariances(act, K, C_W, gamma, ((0, 0), *second)):
         if m == L - 1:
             break
         c = cw[m + 1]
@@ -290,7 +285,7 @@ def residual_nlo_metric(
         for p in range(m + 1, L - 1):
             g2 = _gain(gam, p, m + 1) ** 2
             T = np.zeros((N, N))
-            for (i, j), w in (((2, 0), 0.5), ((1, 1), 1.0), ((0, 2), 0.5)):
+            for (i, j), w in ((ij, {(1, 1): 1.0}.get(ij, 0.5)) for ij in second):
                 Y = C.kappa_plus((p, i, j), m)  # [a, b, c, d]: (p, i, j)_ab with Sigma_cd
                 a = np.arange(N)
                 # pair (p, i, j)_ab with Sigma_{cd}: c = d = a, (a, b) / (b, a), c = d = b
@@ -303,6 +298,24 @@ def residual_nlo_metric(
             new[p] = M[p] + nlo_shift(act, K[p], g2**2 * X, g2 * shift, 0) + c * g2 * T
         M = new
     return G1
+
+
+def _second_orders(act: Activation, N: int) -> tuple[tuple[int, int], ...]:
+    """The derivative orders of ``d_c d_d (s_a s_b)``: (2, 0), (1, 1), (0, 2).
+
+    For the kinked scale-invariant family ``s'' s = 0`` (``s'' ~ delta(z)`` and ``s(0) = 0``),
+    so with one input only ``s' s'`` remains and no delta function is needed; several inputs
+    would need ``delta(z_a) s(z_b)``, which the Gaussian engine cannot integrate.
+    """
+    if act.smooth:
+        return ((2, 0), (1, 1), (0, 2))
+    if act.scale_invariant is not None and N == 1:
+        return ((1, 1),)
+    raise ValueError(
+        f"G1 of a residual network needs a smooth activation, or a single input for the "
+        f"ReLU family (its recursion takes s''(z_a) s(z_b) across layers); {act.name} has a "
+        f"kink and {N} inputs were given"
+    )
 
 
 def _gain(gamma: np.ndarray, p: int, m: int) -> float:
@@ -382,8 +395,8 @@ def _neuron_covariances(
 
 def _pair_jacobian(act: Activation, K: np.ndarray, i: int, j: int) -> Jacobian:
     """``(1/2) <d_g d_h (s^(i)_a s^(j)_b)>_K`` as a :class:`Jacobian` (not mirrored if i != j)."""
-    if (i, j) == (0, 0):
-        return half_projector(act, K, 0)
+    if i == j and (i == 0 or not act.smooth):
+        return half_projector(act, K, i)  # the moment form for kinks
     N = K.shape[0]
     aa, ab, bb = np.zeros((N, N)), np.zeros((N, N)), np.zeros((N, N))
     idx = np.arange(N)
