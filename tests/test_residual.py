@@ -324,8 +324,8 @@ def test_cli_gamma_option_reaches_the_network(capsys):
     assert "gamma must be 0 at layer 1" in capsys.readouterr().err
 
 
-def test_cli_compare_residual_network(capsys):
-    # residual networks have no G1 (appendix B): compare checks K at leading order, V, Theta
+def test_cli_compare_residual_network(capsys, tmp_path):
+    # residual ReLU, one input: compare checks K + G1/n, V and Theta (at leading order)
     from pdlt.cli import main
 
     args = ["compare", "--activation", "relu", "--depth", "3", "--width", "16", "--n-out", "16"]
@@ -333,6 +333,11 @@ def test_cli_compare_residual_network(capsys):
     out = __import__("json").loads(capsys.readouterr().out)
     assert code == 0, out  # before: "G1: not available for residual networks", exit 2
     assert {row["field"] for row in out["rows"]} >= {"K", "V", "Theta"}
+    path = tmp_path / "cmp.json"
+    assert (
+        main([*args, "--gamma", "0.5", "--k1", "1", "--ensemble", "100", "--out", str(path)]) == 0
+    )
+    assert "G1" in __import__("json").loads(path.read_text())["theory"]["layers"]
 
 
 def test_replace_depth_keeps_the_residual_critical_hyperparameters():
