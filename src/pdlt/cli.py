@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .activations import available_activations
-from .compare import compare
+from .compare import compare, nlo_fields
 from .network import Inputs, Network
 from .results import Flow
 from .theory.criticality import Criticality, criticality
@@ -420,17 +420,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--truncation must be a finite number >= 0, got {args.truncation}")
     net, inputs, measured = _measure_from_args(args)
     theory_fields = [f for f in measured.fields if f in available_fields()]
-    if net.finite_width:
-        # compare the measured metric with K + G1/n (4.104) and the measured NTK mean with
-        # Theta + H1/n (9.3); residual networks have G1 (smooth activations, or one input of
-        # the ReLU family) but no H1, so their Theta is compared at leading order within the
-        # truncation allowance
-        nlo = [("K", "G1"), ("Theta", "H1")]
-        if net.residual:
-            act = net.activation
-            single = measured.inputs.n_inputs == 1 and act.scale_invariant is not None
-            nlo = [("K", "G1")] if act.smooth or single else []
-        theory_fields += [g for f, g in nlo if f in theory_fields]
+    # the measured metric against K + G1/n (4.104), the NTK mean against Theta + H1/n (9.3)
+    theory_fields += nlo_fields(net, measured.inputs.n_inputs, theory_fields)
     try:
         theory = flow(net, measured.inputs, fields=theory_fields)
         result = compare(theory, measured, k=args.k, truncation=args.truncation)

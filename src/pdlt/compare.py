@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .network import Network
 from .results import Flow
 
 __all__ = ["Comparison", "ComparisonRow", "compare"]
@@ -43,6 +44,23 @@ __all__ = ["Comparison", "ComparisonRow", "compare"]
 _EXACT_UP_TO_LAYER = 2
 # the 1/n correction to a measured mean that the theory may carry: (4.104), (9.3)
 _NLO = {"K": "G1", "Theta": "H1"}
+
+
+def nlo_fields(network: Network, n_inputs: int, fields: Sequence[str]) -> list[str]:
+    """The NLO fields a theory needs beside ``fields`` so that :func:`compare` tests measured
+    means to O(1/n^2): ``G1`` for ``K`` (4.104), ``H1`` for ``Theta`` (9.3).
+
+    None at infinite width; residual networks have ``G1`` only where it is known (smooth
+    activations, or one input of the ReLU family) and no ``H1``.
+    """
+    if not network.finite_width:
+        return []
+    pairs = list(_NLO.items())
+    if network.residual:
+        act = network.activation
+        single = n_inputs == 1 and act.scale_invariant is not None
+        pairs = [("K", "G1")] if act.smooth or single else []
+    return [nlo for f, nlo in pairs if f in fields]
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ import numpy as np
 
 from ._progress import Progress
 from .activations import activation
-from .compare import Comparison, compare
+from .compare import Comparison, compare, nlo_fields
 from .network import Network
 from .results import Flow, _jsonable
 
@@ -214,7 +214,8 @@ def depth_flow(
         checkpoint=checkpoint,
         scheduler=scheduler,
     )
-    theory_fields = [f for f in measured.fields if f in available_fields()] + ["G1"]
+    theory_fields = [f for f in measured.fields if f in available_fields()]
+    theory_fields += nlo_fields(net, measured.inputs.n_inputs, theory_fields)
     theory = flow(net, measured.inputs, fields=theory_fields)
     return theory, measured, compare(theory, measured)
 
