@@ -464,11 +464,14 @@ def test_relu_generic_expect_path_strong_correlation(rho):
 
 def test_relu_three_dimensional_full_rank():
     # block-diagonal K: <relu(z1) relu(z2) relu(z3)> = <relu relu>_{K12 block} <relu>_{K33},
-    # <relu>_k = sqrt(k/(2 pi)) (closed forms); generic kinked 3-D path; relative error < 1e-8
+    # <relu>_k = sqrt(k/(2 pi)) (closed forms); generic kinked 3-D path (relative error < 1e-8)
+    # and the orthant reduction of moments() (relative error < 1e-12)
     K = np.array([[1.0, 0.5, 0.0], [0.5, 2.0, 0.0], [0.0, 0.0, 3.0]])
-    got = moments(activation("relu"), K, [[(0, 0), (1, 0), (2, 0)]])[0]
     ref = _relu_closed_forms(K[:2, :2])[0] * math.sqrt(3.0 / TWO_PI)
+    got = expect(lambda z: np.prod(np.maximum(z, 0.0), axis=-1), K, kinks=(0.0,), scale=math.inf)
     assert abs(got - ref) <= 1e-8 * ref
+    got = moments(activation("relu"), K, [[(0, 0), (1, 0), (2, 0)]])[0]
+    assert abs(got - ref) <= 1e-12 * ref
 
 
 _K_4D = np.array([[1.0, 0.5, 0, 0], [0.5, 1.0, 0, 0], [0, 0, 2.0, -0.3], [0, 0, -0.3, 1.0]])
@@ -505,6 +508,104 @@ def test_relu_four_dimensional_within_memory():
     assert status == "ok", value
     ref = _relu_closed_forms(_K_4D[:2, :2])[0] * _relu_closed_forms(_K_4D[2:, 2:])[0]
     assert value == pytest.approx(ref, rel=1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# 3a'. the step family in three and four dimensions: Stein reduction to orthant probabilities
+
+
+def _random_covariances(rng: np.random.Generator, B: int, d: int) -> np.ndarray:
+    A = rng.normal(size=(B, d, d + 2))
+    return A @ np.swapaxes(A, 1, 2) / (d + 2)
+
+
+def test_orthant4_exact_cases():
+    # equicorrelated rho = 1/2: P = 1/(d + 1) = 1/5 (exchangeable orthant probability);
+    # two independent pairs: the product of the 2-D arcsine laws 1/4 + asin(rho)/(2 pi)
+    R = np.full((1, 4, 4), 0.5) + 0.5 * np.eye(4)
+    assert gaussian._orthant4(R)[0] == pytest.approx(0.2, abs=1e-14)
+    R = np.eye(4)[None].copy()
+    R[0, 0, 1] = R[0, 1, 0] = 0.3
+    R[0, 2, 3] = R[0, 3, 2] = -0.6
+    ref = (0.25 + math.asin(0.3) / TWO_PI) * (0.25 + math.asin(-0.6) / TWO_PI)
+    assert gaussian._orthant4(R)[0] == pytest.approx(ref, abs=1e-15)
+
+
+def test_orthant4_all_orthants_sum_to_one():
+    # flipping the signs of z covers the 16 orthants once: the probabilities add up to 1
+    # exactly, which pins every pairing and path the reduction may choose
+    K = _random_covariances(np.random.default_rng(0), 200, 4)
+    total = sum(gaussian._orthant(K * np.outer(s, s)) for s in itertools.product([1, -1], repeat=4))
+    np.testing.assert_allclose(total, 1.0, atol=1e-13)
+
+
+@pytest.mark.parametrize("d", [3, 4])
+def test_relu_orthant_moments_reproduce_isserlis(d):
+    # relu(z) - relu(-z) = z and relu(z)^2 + relu(-z)^2 = z^2: summing <prod relu(+-z_a)> over
+    # the sign flips with the right signs gives Gaussian moments (Isserlis, exact):
+    # <z1 z2 z3 z4> = K12 K34 + K13 K24 + K14 K23 and <z1^2 z2 z3> = K11 K23 + 2 K12 K13
+    relu = activation("relu")
+    K = _random_covariances(np.random.default_rng(1), 100, d)
+    prods = [[(0, 0), (0, 0), (1, 0), (2, 0)]] + (
+        [[(0, 0), (1, 0), (2, 0), (3, 0)]] if d == 4 else []
+    )
+    total = 0.0
+    for s in itertools.product([1, -1], repeat=d):
+        # the first product does not involve sample 3: its two signs count it twice
+        sign = np.array([s[1] * s[2] / 2 ** (d - 3), np.prod(s)])[: d - 2]
+        total = total + sign * moments(relu, K * np.outer(s, s), prods)
+    ref = [K[:, 0, 0] * K[:, 1, 2] + 2 * K[:, 0, 1] * K[:, 0, 2]]
+    if d == 4:
+        ref.append(K[:, 0, 1] * K[:, 2, 3] + K[:, 0, 2] * K[:, 1, 3] + K[:, 0, 3] * K[:, 1, 2])
+    np.testing.assert_allclose(total, np.stack(ref, axis=1), rtol=0, atol=1e-12)
+
+
+_STEP_PRODUCTS = {
+    3: [[(0, 0), (1, 0), (2, 0)], [(0, -1), (1, 0), (2, 0), (2, 0)], [(0, 1), (1, 0), (2, 1)]],
+    4: [[(0, 0), (1, 0), (2, 0), (3, 0)], [(0, 1), (1, 1), (2, 0), (3, 0)]],
+}
+
+
+@pytest.mark.parametrize(
+    "name, d",
+    [
+        ("relu", 3),
+        ("leaky_relu:0.2", 3),
+        ("scale_invariant:1.5,-0.3", 3),
+        ("sign", 3),
+        ("perceptron", 3),
+        ("relu", 4),
+        ("leaky_relu:0.2", 4),
+    ],
+)
+def test_step_family_matches_composite_quadrature(name, d):
+    # expected: the generic kinked quadrature (kinks as panel breakpoints; an independent
+    # method), at its stated accuracy in three and four dimensions
+    act = activation(name)
+    step = [[(0, 0), (1, 0), (2, 0)], [(0, -1), (1, 0), (2, 0)]]
+    prods = _STEP_PRODUCTS[d] if act.homogeneous == 1 else step
+    K = _random_covariances(np.random.default_rng(2), 3, d)
+    got = moments(act, K, prods)
+    ref = expect(gaussian._product_fn(act, prods), K, kinks=act.kinks, scale=act.scale)
+    tol = 1e-8 if d == 3 else 1e-6
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)  # the moments are O(1)
+
+
+def test_step_family_nearly_singular_falls_back():
+    # a correlation matrix with an eigenvalue below 1e-6 goes to the generic rule; just above
+    # it the closed form agrees with that rule
+    relu = activation("relu")
+    base = np.full((4, 4), 0.9) + 0.1 * np.eye(4)
+    v = np.array([1.0, -1.0, 1.0, -1.0]) / 2
+    out = []
+    for lam in (2e-6, 5e-7):
+        K = base + (lam - 0.1) * np.outer(v, v)  # eigenvalue lam along v
+        assert np.linalg.eigvalsh(K)[0] == pytest.approx(lam)
+        prods = [[(0, 0), (1, 0), (2, 0), (3, 0)]]
+        out.append(moments(relu, K, prods)[0])
+        ref = expect(gaussian._product_fn(relu, prods), K, kinks=(0.0,), scale=math.inf)
+        assert out[-1] == pytest.approx(ref[0], rel=1e-6)
+    assert np.all(np.isfinite(out))
 
 
 # --------------------------------------------------------------------------------------------

@@ -308,3 +308,11 @@ def test_slow_finite_width_correction_is_announced(capsys, monkeypatch):
     assert main(["predict", "--activation", "tanh", "--depth", "3", "--width", "64"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert "54,810 four-dimensional" in err[0] and "stopped by the test" in err[-1]
+
+
+def test_finite_width_correction_refuses_kinked_activations_first(capsys):
+    """ReLU has no ddNTK (book (∞.41)-(∞.44)): predict --width says so in one line, without
+    first warning about the cost of a computation it will not do."""
+    code, out, err = run(capsys, "--activation", "relu", "--depth", "3", "--width", "64")
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "R, S, T, U are not defined" in err

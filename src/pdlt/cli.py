@@ -746,8 +746,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             fw = None
             if finite:
                 from .learning.finite_width import finite_width_predict
+                from .theory.ddntk import require_ddntk
                 from .theory.flow import estimate_work
 
+                require_ddntk(net.activation)  # refuse before warning about the cost
                 x_all = np.concatenate([data.x_train, data.x_test])
                 n4 = estimate_work(net, x_all, fields=("P", "Q", "R", "S", "T", "U")).integrals_4d
                 if n4 > _SLOW_INTEGRALS:

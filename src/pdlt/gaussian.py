@@ -13,8 +13,11 @@ Three entry points:
     Products of an activation and its derivatives, ``<prod_k sigma^{(d_k)}(z_{a_k})>_K``, the
     building block of every recursion.  It uses closed forms where they exist -- positively
     homogeneous (scale-invariant) activations in one and two dimensions, by the exact polar
-    method of spec/03 §10 / spec/02 §11.2; polynomials, by Gauss-Hermite rules that are exact
-    for their degree -- and quadrature otherwise.
+    method of spec/03 §10 / spec/02 §11.2; the step family (ReLU, leaky ReLU, the
+    scale-invariant family, perceptron, sign) in three and four dimensions, by Gaussian
+    integration by parts down to orthant probabilities (closed forms up to three dimensions,
+    one 1-D Plackett integral in four; ~1e-13); polynomials, by Gauss-Hermite rules that are
+    exact for their degree -- and quadrature otherwise.
 :func:`pairwise_moments`
     ``<sigma^{(i)}(z_a) sigma^{(j)}(z_b)>`` for every pair of samples of an ``N x N`` kernel
     (the kernel and NTK recursions (4.118), (8.63)): arc-cosine closed forms for the
@@ -638,6 +641,9 @@ def moments(
     elif act.polynomial_degree is not None:
         value = _polynomial(act, Kb, products)
         err = np.zeros_like(value)
+    elif d >= 3 and not error and _is_step_family(act):
+        value = _step_family(act, Kb, products)
+        err = None
     elif d >= 3 and not error:
         value = _eliminated(act, Kb, products)
         err = None
@@ -847,6 +853,241 @@ def _polar(act: Activation, K: np.ndarray, products: Sequence[Sequence[Factor]])
 def _evaluate_raw(fn: Callable, L: np.ndarray, u: np.ndarray) -> np.ndarray:
     z = np.einsum("bkr,bqr->bqk", L, np.broadcast_to(u, (L.shape[0],) + u.shape[1:]))
     return np.asarray(fn(z), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# The step family in three and four dimensions: reduction to orthant probabilities
+# --------------------------------------------------------------------------------------------
+
+Atom = tuple[int, int]
+"""``(p, q)``: the function ``z^p H(z)^q`` of one sample (``H`` the unit step)."""
+
+_ORTHANT_MIN_EIGEN = 1e-6  # smallest eigenvalue of the correlation matrix for the closed form
+_ORTHANT_PANELS = (8, 12, 16, 24, 32, 40)  # graded panels toward the end of the Plackett path
+_ORTHANT_NODES = 8
+
+
+def _is_step_family(act: Activation) -> bool:
+    """Positively homogeneous of degree 0 or 1 with its only kink at 0 (ReLU, leaky ReLU, the
+    scale-invariant family, perceptron, sign): every factor is ``a + b z`` plus ``c + e z``
+    times a step, and the orthant method applies."""
+    return act.homogeneous in (0, 1) and act.kinks == (0.0,) and act.polynomial_degree is None
+
+
+def _atoms(act: Activation, k: int) -> dict[Atom, float]:
+    """``sigma^{(k)}`` (``k = -1``: ``z``) as a combination of ``z^p H(z)^q``.
+
+    A positively homogeneous ``f`` of degree 1 is ``-f(-1) z + (f(1) + f(-1)) z H(z)``, one of
+    degree 0 is ``f(-1) + (f(1) - f(-1)) H(z)``.
+    """
+    if k == -1:
+        return {(1, 0): 1.0}
+    assert act.homogeneous is not None
+    f_plus, f_minus = float(act.derivative(1.0, k)), float(act.derivative(-1.0, k))
+    if act.homogeneous - k == 1:
+        atoms = {(1, 0): -f_minus, (1, 1): f_plus + f_minus}
+    else:
+        atoms = {(0, 0): f_minus, (0, 1): f_plus - f_minus}
+    return {a: c for a, c in atoms.items() if c != 0.0}
+
+
+def _expand(act: Activation, prod: Sequence[Factor], d: int) -> dict[tuple[Atom, ...], float]:
+    """A product of factors as ``sum_c c prod_a z_a^{p_a} H(z_a)^{q_a}``: ``{(p, q) per
+    sample: c}``."""
+    terms: dict[tuple[Atom, ...], float] = {((0, 0),) * d: 1.0}
+    for a, k in prod:
+        new: dict[tuple[Atom, ...], float] = {}
+        for pq, c in terms.items():
+            for (p, q), ca in _atoms(act, k).items():
+                key = list(pq)
+                key[a] = (pq[a][0] + p, max(pq[a][1], q))
+                new[tuple(key)] = new.get(tuple(key), 0.0) + c * ca
+        terms = new
+    return terms
+
+
+@lru_cache(maxsize=4)
+def _graded_rule(panels: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre on ``[0, 1]`` over panels ``[1 - 2^-k, 1 - 2^-(k+1)]``, graded toward 1
+    (the end of the Plackett path, where a nearly singular correlation matrix puts its
+    square-root behaviour)."""
+    edges = np.concatenate([1.0 - 0.5 ** np.arange(panels), [1.0]])
+    x, w = _gauss_legendre(m)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    return ((lo + hi) / 2 + (hi - lo) / 2 * x).reshape(-1), ((hi - lo) / 2 * w).reshape(-1)
+
+
+_PAIRINGS = np.array([[0, 1, 2, 3], [0, 2, 1, 3], [0, 3, 1, 2]])
+_CROSS = ((0, 2, 1, 3), (0, 3, 1, 2), (1, 2, 0, 3), (1, 3, 0, 2))  # (i, j, k, l)
+
+
+def _orthant4(R: np.ndarray) -> np.ndarray:
+    r"""``P(z > 0)`` for correlation matrices ``R`` (B, 4, 4), by Plackett's reduction.
+
+    The variables are paired as ``(0 1)(2 3)`` (after the permutation whose cross
+    correlations are smallest); along ``R(t)``, the cross correlations scaled by ``t``,
+    ``dP/d rho_ij = phi_2(0, 0; rho_ij) P(z_k, z_l > 0 | z_i = z_j = 0)`` (Price's theorem),
+    and at ``t = 0`` the pairs are independent.  With ``theta = asin(t rho_ij)`` the density
+    factor is absorbed exactly:
+
+    ``P = P_2(rho_01) P_2(rho_23) + sum_{ij cross} (1/2pi) int_0^{asin rho_ij}
+    P_2(c_kl|ij(t)) d theta``,
+
+    ``P_2(c) = 1/4 + asin(c)/2pi`` and ``c_kl|ij`` the partial correlation.  The integrand is
+    analytic along the path for positive definite ``R``; a rule graded toward ``t = 1``, with
+    panels down to ~1/256 of the smallest eigenvalue, resolves the square-root behaviour there of
+    a nearly singular one (accuracy ~1e-13).
+    """
+    # panels down to ~lambda_min / 256, where a nearly singular R has its square-root feature
+    lam = np.maximum(np.linalg.eigvalsh(R)[:, 0], 1e-300)
+    need = np.ceil(np.log2(1.0 / lam)) + 8
+    ladder = np.array(_ORTHANT_PANELS)
+    panels = ladder[np.minimum(np.searchsorted(ladder, need), len(ladder) - 1)]
+    out = np.empty(len(R))
+    for P in np.unique(panels):
+        sel = panels == P
+        out[sel] = _plackett(R[sel], *_graded_rule(int(P), _ORTHANT_NODES))
+    return out
+
+
+def _plackett(R: np.ndarray, s: np.ndarray, ws: np.ndarray) -> np.ndarray:
+    """:func:`_orthant4` on the rule ``(s, ws)`` of ``[0, 1]``."""
+    cross = np.abs(R[:, [0, 0, 1, 1, 0, 0, 1, 2, 0, 0, 2, 1], [2, 3, 2, 3, 1, 3, 2, 3, 1, 2, 3, 3]])
+    choice = np.argmin(cross.reshape(-1, 3, 4).max(axis=2), axis=1)
+    perm = _PAIRINGS[choice]
+    R = R[np.arange(len(R))[:, None, None], perm[:, :, None], perm[:, None, :]]
+    total = (0.25 + np.arcsin(R[:, 0, 1]) / (2 * math.pi)) * (
+        0.25 + np.arcsin(R[:, 2, 3]) / (2 * math.pi)
+    )
+    within = {frozenset((0, 1)), frozenset((2, 3))}
+    for i, j, k, l in _CROSS:
+        rho = R[:, i, j]
+        top = np.arcsin(rho)
+        safe = np.where(rho == 0.0, 1.0, rho)
+        t = np.sin(top[:, None] * s) / safe[:, None]  # (B, Q)
+
+        def entry(a: int, b: int, t: np.ndarray = t) -> np.ndarray:
+            r = R[:, a, b, None]
+            return r if frozenset((a, b)) in within else r * t
+
+        a = entry(i, j)
+        inv = 1.0 / (1.0 - a * a)
+        ki, kj, li, lj = entry(k, i), entry(k, j), entry(l, i), entry(l, j)
+        c_kl = entry(k, l) - (ki * li + kj * lj - a * (ki * lj + kj * li)) * inv
+        c_kk = 1.0 - (ki * ki + kj * kj - 2 * a * ki * kj) * inv
+        c_ll = 1.0 - (li * li + lj * lj - 2 * a * li * lj) * inv
+        c = np.clip(c_kl / np.sqrt(np.maximum(c_kk * c_ll, 1e-300)), -1.0, 1.0)
+        total += top / (2 * math.pi) * ((0.25 + np.arcsin(c) / (2 * math.pi)) @ ws)
+    return total
+
+
+def _orthant(S: np.ndarray) -> np.ndarray:
+    """``P(z > 0)`` for ``z ~ N(0, S)``, ``S`` (B, n, n) with ``n <= 4``: closed forms up to
+    three dimensions (``1/8 + sum asin(rho)/4pi``), :func:`_orthant4` in four."""
+    B, n, _ = S.shape
+    if n == 0:
+        return np.ones(B)
+    sd = np.sqrt(np.diagonal(S, axis1=1, axis2=2))
+    R = np.clip(S / (sd[:, :, None] * sd[:, None, :]), -1.0, 1.0)
+    if n == 4:
+        return _orthant4(R)
+    iu = np.triu_indices(n, 1)
+    return 0.5**n + np.sum(np.arcsin(R[:, iu[0], iu[1]]), axis=1) / (2.0 ** (n - 1) * math.pi)
+
+
+class _SteinReduction:
+    r"""``<prod_a z_a^{p_a} H(z_a)^{q_a}>_K`` in closed form, vectorized over ``K`` (B, d, d).
+
+    Gaussian integration by parts, ``<z_i G> = sum_j K_ij <d_j G>``, lowers the powers; the
+    derivative of a step is a delta function, ``<delta(z_j) X> = <X | z_j = 0> / sqrt(2 pi
+    K_jj)``, which conditions on ``z_j = 0`` (the covariance becomes a Schur complement).
+    Only orthant probabilities of conditional covariances remain (:func:`_orthant`).
+    Subproblems are memoized by (conditioned samples, powers).
+    """
+
+    def __init__(self, K: np.ndarray) -> None:
+        self.K = K
+        self.memo: dict[tuple, np.ndarray] = {}
+        self.conditioned: dict[frozenset[int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _given(self, C: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Covariance given ``z_C = 0`` and the density of ``z_C`` at 0."""
+        if C not in self.conditioned:
+            K = self.K
+            B, d, _ = K.shape
+            if not C:
+                self.conditioned[C] = (K, np.ones(B))
+            else:
+                c = sorted(C)
+                Kcc = K[:, c][:, :, c]
+                Kca = K[:, c, :]
+                S = K - np.einsum("bci,bcj->bij", Kca, np.linalg.solve(Kcc, Kca))
+                S[:, c, :] = 0.0
+                S[:, :, c] = 0.0
+                density = 1.0 / np.sqrt((2 * math.pi) ** len(c) * np.linalg.det(Kcc))
+                self.conditioned[C] = (S, density)
+        return self.conditioned[C]
+
+    def __call__(self, pq: tuple[Atom, ...], C: frozenset[int] = frozenset()) -> np.ndarray:
+        key = (C, pq)
+        if key in self.memo:
+            return self.memo[key]
+        S, density = self._given(C)
+        active = [a for a in range(len(pq)) if a not in C and pq[a] != (0, 0)]
+        if all(pq[a][0] == 0 for a in active):
+            value = density * _orthant(S[:, active][:, :, active])
+        else:
+            i = next(a for a in active if pq[a][0] > 0)
+            G = list(pq)
+            G[i] = (pq[i][0] - 1, pq[i][1])
+            value = np.zeros(len(S))
+            for j in active:
+                p, q = G[j]
+                if p > 0:
+                    lower = list(G)
+                    lower[j] = (p - 1, q)
+                    value = value + S[:, i, j] * p * self(tuple(lower), C)
+                elif q:
+                    rest = list(G)
+                    rest[j] = (0, 0)
+                    value = value + S[:, i, j] * self(tuple(rest), C | {j})
+        self.memo[key] = value
+        return value
+
+
+def _step_family(
+    act: Activation, K: np.ndarray, products: Sequence[Sequence[Factor]]
+) -> np.ndarray:
+    """:func:`_orthant_moments` where the correlation matrix is well conditioned (smallest
+    eigenvalue above 1e-6), :func:`_eliminated` for the nearly singular rest."""
+    sd = np.sqrt(np.maximum(np.diagonal(K, axis1=1, axis2=2), 1e-300))
+    lam = np.linalg.eigvalsh(K / (sd[:, :, None] * sd[:, None, :]))[:, 0]
+    ok = np.all(np.diagonal(K, axis1=1, axis2=2) > 0, axis=1) & (lam > _ORTHANT_MIN_EIGEN)
+    out = np.empty((len(K), len(products)))
+    if np.any(ok):
+        out[ok] = _orthant_moments(act, K[ok], products)
+    if np.any(~ok):
+        out[~ok] = _eliminated(act, K[~ok], products)
+    return out
+
+
+def _orthant_moments(
+    act: Activation, K: np.ndarray, products: Sequence[Sequence[Factor]]
+) -> np.ndarray:
+    """:func:`moments` for the step family (:func:`_is_step_family`) in closed form: each
+    product expanded into ``z^p H^q`` terms, each reduced by :class:`_SteinReduction`.
+
+    Returns
+    -------
+    ndarray, shape (B, len(products))
+    """
+    B, d, _ = K.shape
+    reduce = _SteinReduction(K)
+    out = np.zeros((B, len(products)))
+    for m, prod in enumerate(products):
+        for pq, c in _expand(act, prod, d).items():
+            out[:, m] += c * reduce(pq)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

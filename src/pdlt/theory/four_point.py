@@ -102,25 +102,23 @@ def _integrate_four_point(
     factors = np.stack(
         [uniq // base**3, uniq // base**2 % base, uniq // base % base, uniq % base], 1
     )
-    samples = factors // 4
+    samples = factors // 4  # sorted within each row
+    new = np.concatenate([np.ones((len(uniq), 1), bool), samples[:, 1:] != samples[:, :-1]], 1)
+    n_distinct = new.sum(axis=1)
+    local = (np.cumsum(new, axis=1) - 1) * 4 + factors % 4  # (position in subset, order)
     values = np.empty(len(uniq))
     # by the number d of distinct samples: subsets (rows of K) and local patterns (products)
-    n_distinct = np.array([len(set(r)) for r in samples])
     for d in range(1, 5):
         rows = np.nonzero(n_distinct == d)[0]
         if rows.size == 0:
             continue
-        subsets = np.array([sorted(set(samples[r])) for r in rows])  # (R, d)
-        local = [
-            tuple((int(np.searchsorted(sub, c // 4)), int(c % 4)) for c in factors[r])
-            for r, sub in zip(rows, subsets, strict=True)
-        ]
+        subsets = samples[rows][new[rows]].reshape(len(rows), d)
         sub_u, sub_idx = np.unique(subsets, axis=0, return_inverse=True)
-        pat_u = sorted(set(local))
-        pat_idx = {p: i for i, p in enumerate(pat_u)}
+        pat_u, pat_idx = np.unique(local[rows], axis=0, return_inverse=True)
         blocks = K[sub_u[:, :, None], sub_u[:, None, :]]
-        res = moments(act, blocks, [list(p) for p in pat_u])  # (subsets, patterns)
-        values[rows] = res[sub_idx.reshape(-1), [pat_idx[p] for p in local]]
+        patterns = [[(int(c) // 4, int(c) % 4) for c in p] for p in pat_u]
+        res = moments(act, blocks, patterns)  # (subsets, patterns)
+        values[rows] = res[sub_idx.reshape(-1), pat_idx.reshape(-1)]
     split = np.cumsum([len(k) for k in keys])[:-1]
     return [values[inv].reshape(N, N, N, N) for inv in np.split(inverse, split)]
 
