@@ -539,6 +539,16 @@ def test_orthant4_all_orthants_sum_to_one():
     np.testing.assert_allclose(total, 1.0, atol=1e-13)
 
 
+def test_orthant4_chunks_agree(monkeypatch):
+    # evaluating in small chunks (bounded memory) changes nothing
+    R = _random_covariances(np.random.default_rng(5), 300, 4)
+    sd = np.sqrt(np.diagonal(R, axis1=1, axis2=2))
+    R = R / (sd[:, :, None] * sd[:, None, :])
+    whole = gaussian._orthant4(R)
+    monkeypatch.setattr(gaussian, "_POINTS_PER_CHUNK", 1000)
+    np.testing.assert_allclose(gaussian._orthant4(R), whole, rtol=1e-13)
+
+
 @pytest.mark.parametrize("d", [3, 4])
 def test_relu_orthant_moments_reproduce_isserlis(d):
     # relu(z) - relu(-z) = z and relu(z)^2 + relu(-z)^2 = z^2: summing <prod relu(+-z_a)> over

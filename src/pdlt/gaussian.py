@@ -945,8 +945,11 @@ def _orthant4(R: np.ndarray) -> np.ndarray:
     panels = ladder[np.minimum(np.searchsorted(ladder, need), len(ladder) - 1)]
     out = np.empty(len(R))
     for P in np.unique(panels):
-        sel = panels == P
-        out[sel] = _plackett(R[sel], *_graded_rule(int(P), _ORTHANT_NODES))
+        sel = np.nonzero(panels == P)[0]
+        rule = _graded_rule(int(P), _ORTHANT_NODES)
+        step = max(1, _POINTS_PER_CHUNK // rule[0].size)  # bounded memory
+        for s in range(0, len(sel), step):
+            out[sel[s : s + step]] = _plackett(R[sel[s : s + step]], *rule)
     return out
 
 
