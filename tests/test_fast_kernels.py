@@ -239,3 +239,91 @@ def test_blocked_threaded_arc_cosine_matches_per_pair_closed_forms(name):
     Kbad[250, 10] += 1e-3
     with pytest.raises(ValueError, match="symmetric"):
         pairwise_moments(act, Kbad, orders)
+
+
+def _arc_cosine_flow_mp(act, gram, C_b, C_W, gamma, lam_b, lam_W):
+    """K and Theta layer by layer at 40 digits from the arc-cosine forms of
+    :func:`_arc_cosine_mp` (each pair's recursion involves only its own 2x2 sub-block and
+    Theta_ab: (4.118), (8.63), residual (B.3), (B.11))."""
+    L, N = len(C_b), gram.shape[0]
+    K = np.empty((L, N, N))
+    T = np.empty((L, N, N))
+    K[0], T[0] = C_b[0] + C_W[0] * gram, lam_b[0] + lam_W[0] * gram
+    a_p, a_m = act.scale_invariant
+    for ell in range(1, L):
+        m = _arc_cosine_mp(act, K[ell - 1], [(0, 0), (1, 1)])
+        # the 1-D closed forms (5.60)-(5.62), <s s> = E K and <s' s'> = E, also at 40 digits
+        # (so a duplicated input's pair, theta = 0, rounds to its diagonal)
+        E = (mp.mpf(a_p) ** 2 + mp.mpf(a_m) ** 2) / 2
+        for a in range(N):
+            m[0, a, a], m[1, a, a] = float(E * mp.mpf(float(K[ell - 1, a, a]))), float(E)
+        g2 = gamma[ell] ** 2
+        K[ell] = C_b[ell] + C_W[ell] * m[0] + g2 * K[ell - 1]
+        T[ell] = lam_b[ell] + lam_W[ell] * m[0] + (C_W[ell] * m[1] + g2) * T[ell - 1]
+    return K, T
+
+
+@pytest.mark.parametrize(("name", "gamma"), [("relu", 0.0), ("leaky_relu:0.2", 0.0), ("relu", 0.5)])
+def test_depth_blocked_arc_cosine_flow(name, gamma):
+    """:func:`arc_cosine_flow` runs each cache-sized block of pairs through all layers (N = 301:
+    many blocks, several threads).  Against the layer-by-layer recursion at 40 digits on a
+    subset of inputs (a pair's recursion involves only its own entries) including the stress
+    inputs (duplicate, nearly collinear, antiparallel), to 1e-13 of the kernel scale (plus the
+    conditioning of theta for Theta at the nearly collinear pair); against
+    pdlt's own layer-by-layer path (``kernel_flow``) on all of them; symmetric and with
+    identical rows for the duplicated input, to the last bit."""
+    from pdlt.theory.kernel import arc_cosine_flow, kernel_flow
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(290, 4))
+    gram = np.zeros((300, 300))
+    gram[:290, :290] = x @ x.T / 4
+    gram[290:, 290:] = _inputs(1.0)[:10, :10]  # no zero input (that one goes elsewhere)
+    act = activation(name)
+    L = 6
+    C_b = np.linspace(0.0, 0.2, L)
+    C_W = np.linspace(1.9, 1.2, L) * (1 - gamma**2)
+    g = np.full(L, gamma)
+    g[0] = 0.0
+    lam_b, lam_W = np.linspace(1.0, 0.5, L), np.linspace(0.7, 1.3, L)
+    K, T = arc_cosine_flow(act, gram, C_b, C_W, g, lam_b, lam_W)
+    sub = np.union1d(rng.choice(290, size=6, replace=False), np.arange(290, 300))
+    Km, Tm = _arc_cosine_flow_mp(act, gram[np.ix_(sub, sub)], C_b, C_W, g, lam_b, lam_W)
+    # Theta_ab depends on theta_ab linearly, and theta = O(r) is ill-conditioned for nearly
+    # collinear pairs: a rounding of K_ab (eps) moves it by ~eps/sin(theta), in the reference as
+    # in pdlt, so each layer adds an allowance of 2 eps/sin(theta) (relative) for Theta
+    s = np.sqrt(np.einsum("laa->la", Km))
+    scale = s[:, :, None] * s[:, None, :]
+    sine = np.sqrt(np.maximum(1.0 - (Km / scale) ** 2, 1e-300))
+    ill = np.cumsum(2 * np.finfo(float).eps / sine, axis=0)
+    G = gram[np.ix_(sub, sub)]
+    exact_zero = (G == np.diag(G)[:, None]) & (G == np.diag(G)[None, :])  # theta = 0 exactly
+    ill[:, exact_zero] = 0.0
+    assert np.all(np.abs(K[:, sub][:, :, sub] - Km) <= 1e-13 * scale)
+    assert np.all(np.abs(T[:, sub][:, :, sub] - Tm) <= (1e-13 + ill) * np.abs(Tm))
+    np.testing.assert_allclose(K, kernel_flow(act, gram, C_b, C_W, g), rtol=1e-14, atol=0)
+    for F in (K, T):
+        np.testing.assert_array_equal(F, np.swapaxes(F, 1, 2))
+        np.testing.assert_array_equal(F[:, 292, :], F[:, 297, :])  # x[2] and its duplicate
+
+
+def test_flow_uses_depth_blocked_relu_path_and_falls_back_at_zero_variance():
+    """``pdlt.flow`` takes the depth-blocked path for K and Theta of ReLU (the same numbers as
+    the layer-by-layer NTK recursion, which it uses when B is also requested); a zero input
+    at C_b = 0 has a vanishing variance (sigma' at the kink), which the layer-by-layer path
+    handles, so the fast path declines."""
+    from pdlt.theory.kernel import arc_cosine_flow
+
+    x = np.random.default_rng(2).normal(size=(5, 3))
+    net = Network("relu", depth=5, n_in=3, C_b=0.1, C_W=1.8, lambda_b=0.5, lambda_W=1.5)
+    fast = flow(net, x, fields=("K", "Theta"))
+    slow = flow(net, x, fields=("K", "Theta", "B"))
+    np.testing.assert_allclose(fast["K"], slow["K"], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(fast["Theta"], slow["Theta"], rtol=1e-13, atol=0)
+    x = x.copy()
+    x[0] = 0.0
+    net0 = Network("relu", depth=3, n_in=3, C_b=0.0, C_W=2.0)
+    gram = x @ x.T / 3
+    assert arc_cosine_flow(net0.activation, gram, net0.C_b, net0.C_W, None, None, None) is None
+    out = flow(net0, x, fields=("K", "Theta"))
+    assert np.all(np.isfinite(out["Theta"]))

@@ -27,7 +27,7 @@ from ..results import Flow
 from .ddntk import ddntk_step, require_ddntk
 from .dntk import DntkMoments, dntk_moments, dntk_step
 from .four_point import _MOMENT_CACHE_SIZE, four_point_moments, nlo_metric_step, vertex_step
-from .kernel import gamma_components, helpers, kernel_flow
+from .kernel import arc_cosine_flow, gamma_components, helpers, kernel_flow
 from .ntk import nlo_ntk_step, ntk_step
 from .residual import residual_nlo_metric, residual_vertex, residual_vertex_inputs
 
@@ -72,6 +72,14 @@ def available_fields() -> tuple[str, ...]:
 @_register(["K"])
 def _kernel(ctx: _Context) -> dict[str, np.ndarray]:
     net = ctx.network
+    if net.activation.scale_invariant is not None and not ctx.wanted & _PAIR_CACHE_USERS:
+        ntk = "Theta" in ctx.wanted
+        lam = (net.lambda_b, net.lambda_W) if ntk else (None, None)
+        closed = arc_cosine_flow(net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma, *lam)
+        if closed is not None:  # else a variance vanishes: the layer-by-layer recursion
+            if ntk:
+                ctx.cache["Theta"] = closed[1]
+            return {"K": closed[0]}
     if not ctx.wanted & _NTK_FIELDS:
         return {"K": kernel_flow(net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma)}
     pair: list[np.ndarray] = []
@@ -159,6 +167,10 @@ def _nlo_metric(ctx: _Context) -> dict[str, np.ndarray]:
 
 
 _NTK_FIELDS = frozenset({"Theta", "A", "B", "D", "F"})
+_PAIR_CACHE_USERS = frozenset({"A", "B", "D", "F", "H1"})
+"""Fields whose recursions reuse the kernel pass's ``<sigma sigma>``, ``<sigma' sigma'>``; when
+none is requested, K and Theta of the scale-invariant family come from
+:func:`~pdlt.theory.kernel.arc_cosine_flow`."""
 _NTK_DEPS = {"Theta": set(), "B": {"Theta"}, "F": {"Theta"}, "D": {"Theta"}, "A": {"Theta", "D"}}
 
 
@@ -197,6 +209,8 @@ def _ntk(ctx: _Context, wanted: set[str]) -> dict[str, np.ndarray]:
 
 @_register(["Theta"], deps=["K"])
 def _theta(ctx: _Context) -> dict[str, np.ndarray]:
+    if "Theta" in ctx.cache:  # the scale-invariant family, depth-blocked with K
+        return {"Theta": ctx.cache["Theta"]}  # type: ignore[dict-item]
     return _ntk(ctx, {"Theta"})
 
 
