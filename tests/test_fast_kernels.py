@@ -327,3 +327,39 @@ def test_flow_uses_depth_blocked_relu_path_and_falls_back_at_zero_variance():
     assert arc_cosine_flow(net0.activation, gram, net0.C_b, net0.C_W, None, None, None) is None
     out = flow(net0, x, fields=("K", "Theta"))
     assert np.all(np.isfinite(out["Theta"]))
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu"])
+def test_many_samples_series_with_interpolated_coefficients(name):
+    """N = 300 samples with norms within a factor 1.6: the per-sample Hermite coefficients
+    are interpolated from 33 Chebyshev points in ``s`` (their error estimate is accepted) and
+    the series is summed on several row blocks and threads.  Against the 2-D quadrature on a
+    subset of samples (duplicate, nearly collinear and antiparallel pairs included), within
+    the fast path's 1e-8 of the kernel scale; and the interpolated coefficients against the
+    per-sample quadrature to 1e-12 of the energy, their tails never below it."""
+    act = activation(name)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(297, 6))
+    x /= np.linalg.norm(x, axis=1, keepdims=True) / rng.uniform(0.8, 1.3, size=(297, 1))
+    x = np.vstack([x, x[3], x[4] + 1e-7 * x[5], -x[6]])
+    K = 0.1 + 1.5 * x @ x.T / 6
+    std = np.sqrt(np.diag(K))
+    orders = [(0, 0), (1, 1)]
+    *_, estimate = gaussian_module._hermite_interpolated(act, std, orders, 64)
+    assert estimate <= gaussian_module._COEF_INTERP_TOL  # the interpolation is the one used
+    coef, tail, diag = gaussian_module._hermite_coefficients(act, std, orders, 64)
+    c_d, e_d, d_d = gaussian_module._hermite_direct(act, std, orders, 64, float(np.max(std)))
+    for k in (0, 1):
+        root = np.sqrt(e_d[k])[:, None]
+        assert np.max(np.abs(coef[k] - c_d[k]) / root) < 1e-12
+        direct_tail = np.maximum(e_d[k][:, None] - np.cumsum(c_d[k] ** 2, axis=1), 0.0)
+        assert np.all(tail[k][:, :-1] >= direct_tail - 1e-13 * root**2)
+    for key in orders:
+        scale = np.sqrt(e_d[key[0]] * e_d[key[1]])
+        assert np.max(np.abs(diag[key] - d_d[key]) / scale) < 1e-12
+    fast = pairwise_moments(act, K, orders)
+    sub = np.union1d(rng.choice(297, size=8, replace=False), [3, 4, 6, 297, 298, 299])
+    Ks = K[np.ix_(sub, sub)]
+    err = np.abs(fast[:, sub][:, :, sub] - _exact(act, Ks, orders)) / _scale(act, Ks, orders)
+    assert np.max(err) <= TOL
+    np.testing.assert_array_equal(fast, np.swapaxes(fast, 1, 2))

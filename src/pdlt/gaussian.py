@@ -1108,6 +1108,9 @@ _SERIES_PAIRS_PER_CHUNK = 16_384
 _SERIES_BLOCK_ENTRIES = 65_536
 _THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 _SERIES_BLOCK_SHARE = 0.99
+_COEF_NODES = 33  # Chebyshev points in s at which the coefficients are computed
+_COEF_INTERP_MIN = 48  # samples from which interpolating in s beats evaluating at each
+_COEF_INTERP_TOL = 1e-12  # largest accepted error estimate, relative to the energy
 
 
 def pairwise_moments(
@@ -1155,7 +1158,6 @@ def pairwise_moments(
     std = np.sqrt(np.maximum(var, 0.0))
     with np.errstate(divide="ignore"):
         inv = np.where(std > 0, 1.0 / std, 0.0)
-    out = np.full((len(orders), N, N), np.nan)
     if act.scale_invariant is not None and {i for key in orders for i in key} <= {0, 1}:
         out = _arc_cosine(act, orders, K, var)
         zero = std == 0  # sigma' at a kink with zero variance: left to the quadrature
@@ -1174,6 +1176,8 @@ def pairwise_moments(
         ):
             rho = np.clip(K * np.multiply.outer(inv, inv), -1.0, 1.0)
             out = _mehler(act, orders, std, rho)
+        else:
+            out = np.full((len(orders), N, N), np.nan)
     idx = np.arange(N)
     lone = np.nonzero(np.isnan(out[:, idx, idx]).any(axis=0))[0]
     if lone.size:
@@ -1182,11 +1186,13 @@ def pairwise_moments(
     # duplicated inputs (K_ab = K_aa = K_bb): z_a = z_b, so the pair's value is the diagonal's
     # one-dimensional one exactly, and duplicated rows of K stay identical to the last bit (a
     # singular kernel stays singular)
-    a, b = np.nonzero((K == var[:, None]) & (K == var[None, :]))
+    a, b = np.divmod(np.flatnonzero((K == var[:, None]) & (K == var[None, :])), N)
     off = a != b
     out[:, a[off], b[off]] = out[:, a[off], a[off]]
-    missing = np.isnan(out).any(axis=0)
-    a, b = np.nonzero(np.triu(missing | missing.T, 1))
+    a, b = np.divmod(np.flatnonzero(np.isnan(out).any(axis=0)), N)  # NaN stays symmetric
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    keep = a < b
+    a, b = np.unique(np.stack([a[keep], b[keep]]), axis=1)
     if a.size:  # (i, j) at (a, b) and (j, i) at (b, a) from one quadrature of the pair
         keys = sorted(set(orders) | {(j, i) for i, j in orders})
         blocks = np.stack([np.stack([K[a, a], K[a, b]], -1), np.stack([K[b, a], K[b, b]], -1)], -2)
@@ -1375,6 +1381,12 @@ def upper_mirrored(v: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
+def _upper_triangle(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.triu_indices(m)``, built once per block size."""
+    return np.triu_indices(m)
+
+
+@lru_cache(maxsize=8)
 def _strict_lower(m: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.tril_indices(m, -1)``, built once per block size (it was a tenth of a ReLU layer's
     time at N = 100)."""
@@ -1423,6 +1435,77 @@ def _hermite_functions(M: int, panel: float) -> tuple[np.ndarray, np.ndarray, np
     return u, w, psi
 
 
+def _hermite_direct(
+    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int, smax: float
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray]]:
+    """Coefficients ``c_n``, energies ``<sigma^{(k)}(s u)^2>`` and the 1-D moments of ``keys``
+    at each ``s`` in ``std`` by the quadrature of :func:`_hermite_coefficients` (panels from
+    ``smax``); shapes (n, M + 1), (n,), (n,)."""
+    panel = min(1.0, act.scale / smax, 16.0 / math.sqrt(4 * M + 2))
+    # a power of two (cached grids), allowed 1% over the bound: M = 64 (bound 0.996) gets 1
+    u, w, psi = _hermite_functions(M, 2.0 ** math.floor(math.log2(panel) + 0.015))
+    weight = w * psi[0] ** 2  # Gauss-Legendre weights times phi(u)
+    f = {k: act.derivative(std[:, None] * u, k) for k in sorted({k for ij in keys for k in ij})}
+    coef = {k: (fk * (w * psi[0])) @ psi.T for k, fk in f.items()}
+    energy = {k: (fk * fk) @ weight for k, fk in f.items()}
+    diag = {(i, j): (f[i] * f[j]) @ weight for i, j in keys}
+    return coef, energy, diag
+
+
+def _chebyshev_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation matrix, shape (len(x), len(nodes)), for Chebyshev points of
+    the second kind ``nodes`` (weights ``(-1)^j``, halved at the ends); exact at the nodes."""
+    w = (-1.0) ** np.arange(len(nodes))
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    d = x[:, None] - nodes[None, :]
+    hit = d == 0
+    d[hit] = 1.0
+    W = w / d
+    W /= W.sum(axis=1, keepdims=True)
+    rows = np.nonzero(hit.any(axis=1))[0]
+    W[rows] = hit[rows]
+    return W
+
+
+def _hermite_interpolated(
+    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray], float]:
+    """:func:`_hermite_direct` at ``_COEF_NODES`` Chebyshev points in ``s`` spanning ``std``,
+    interpolated to ``std``, with an error estimate relative to the energies: ten times the
+    largest of the last four Chebyshev coefficients of every interpolated quantity (the
+    coefficients are analytic in ``s`` on ``Re s > 0``, so their Chebyshev series decay
+    geometrically and the interpolation error is of the size of the last coefficients);
+    ``inf`` when the interpolation does not apply."""
+    lo, hi = float(np.min(std)), float(np.max(std))
+    if not lo > 0:
+        return {}, {}, {}, math.inf
+    P = _COEF_NODES
+    angle = np.pi * np.arange(P) / (P - 1)
+    nodes = 0.5 * (hi + lo) + 0.5 * (hi - lo) * np.cos(angle)
+    c, e, d = _hermite_direct(act, nodes, keys, M, hi)
+    W = _chebyshev_weights(nodes, std)
+    # Chebyshev coefficients of the interpolant (DCT-I); only the last four are needed
+    half = np.ones(P)
+    half[[0, -1]] = 0.5
+    last = (2.0 / (P - 1)) * np.cos(np.outer(np.arange(P - 4, P), angle)) * half
+    last[-1] *= 0.5
+
+    def estimate(values: np.ndarray, scale: np.ndarray) -> float:
+        return 10.0 * float(np.max(np.abs(last @ values) / scale))
+
+    err = 0.0
+    for k in c:
+        root = np.sqrt(np.maximum(np.min(e[k]), 1e-300))  # the smallest energy: conservative
+        err = max(err, estimate(c[k], root), estimate(e[k], root**2))
+    for (i, j), v in d.items():
+        err = max(err, estimate(v, np.sqrt(np.maximum(np.min(e[i] * e[j]), 1e-300))))
+    coef = {k: W @ v for k, v in c.items()}
+    energy = {k: W @ v for k, v in e.items()}
+    diag = {key: W @ v for key, v in d.items()}
+    return coef, energy, diag, err
+
+
 def _hermite_coefficients(
     act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray]]:
@@ -1434,7 +1517,12 @@ def _hermite_coefficients(
     Gauss-Legendre with 16 nodes on panels no wider than ``min(1, scale/s, 16/sqrt(4M + 2))``
     over ``|u| <= 13`` (resolving both sigma and the oscillations of ``psi_M``, 2.5
     wavelengths per panel at most; a finer rule than :func:`moments` uses in one dimension,
-    error ~1e-14 relative).
+    error ~1e-14 relative).  From ``_COEF_INTERP_MIN`` samples on, the quadrature is done at 33
+    Chebyshev points in ``s`` spanning ``std`` and interpolated (:func:`_hermite_interpolated`;
+    the coefficients are analytic in ``s`` on ``Re s > 0``), when the last Chebyshev
+    coefficients put the error below 1e-12 of the energy; otherwise at every sample.  The
+    tails are widened by ten times that estimate, so the truncation bound of :func:`_mehler`
+    stays an upper bound.
 
     Parameters
     ----------
@@ -1449,18 +1537,17 @@ def _hermite_coefficients(
     diag : dict of ndarray, shape (n,)
         ``<sigma^{(i)}(s u) sigma^{(j)}(s u)>_u`` for ``(i, j)`` in ``keys``.
     """
-    smax = max(float(np.max(std)), 1e-300)
-    panel = min(1.0, act.scale / smax, 16.0 / math.sqrt(4 * M + 2))
-    u, w, psi = _hermite_functions(M, 2.0 ** math.floor(math.log2(panel)))
-    weight = w * psi[0] ** 2  # Gauss-Legendre weights times phi(u)
-    f = {k: act.derivative(std[:, None] * u, k) for k in sorted({k for ij in keys for k in ij})}
-    coef, tail = {}, {}
-    for k, fk in f.items():
-        c = (fk * (w * psi[0])) @ psi.T
-        energy = (fk * fk) @ weight
-        t = np.maximum(energy[:, None] - np.cumsum(c * c, axis=1), 0.0) + 1e-16 * energy[:, None]
-        coef[k], tail[k] = c, np.concatenate([t, energy[:, None]], axis=1)
-    diag = {(i, j): (f[i] * f[j]) @ weight for i, j in keys}
+    err = math.inf
+    if len(std) >= _COEF_INTERP_MIN:
+        coef, energy, diag, err = _hermite_interpolated(act, std, keys, M)
+    if err > _COEF_INTERP_TOL:
+        coef, energy, diag = _hermite_direct(act, std, keys, M, max(float(np.max(std)), 1e-300))
+        err = 0.0
+    tail = {}
+    for k, c in coef.items():  # the error estimate widens the tails, so the bound stays one
+        E = energy[k][:, None]
+        t = np.maximum(E - np.cumsum(c * c, axis=1), 0.0) + (1e-16 + 10 * err) * E
+        tail[k] = np.concatenate([t, E], axis=1)
     return coef, tail, diag
 
 
@@ -1495,36 +1582,52 @@ def _mehler(
     with np.errstate(divide="ignore"):
         log_rho = np.log(np.abs(rho))
     both = sorted(set(keys) | {(j, i) for i, j in keys})
-    upper = np.full((len(both), N, N), np.nan)  # [(i, j), a, b] for a <= b
+    # each (i, j) summed over a <= b fills [(i, j), a, b] and, transposed, [(j, i), b, a]
+    direct = [[k for k, key in enumerate(keys) if key == ij] for ij in both]
+    mirror = [[k for k, key in enumerate(keys) if key == ij[::-1]] for ij in both]
+    out = np.empty((len(keys), N, N))
     samples = np.nonzero(std <= _SERIES_MAX_STD * act.scale)[0]
     coef, ell, diag = _series_coefficients(act, both, std, samples, _SERIES_FIRST)
     ladder = [m for m in _SERIES_LADDER if m <= _SERIES_FIRST]
     log_tol = math.log(_SERIES_TOL)
-    pending = []
-    step = _rows_per_block(N)
-    for r0 in range(0, N, step):
-        rows, cols = slice(r0, r0 + step), slice(r0, N)
+    pending: list[np.ndarray] = []
+
+    def block(r0: int, r1: int) -> None:
+        rows, cols = slice(r0, r1), slice(r0, N)
         for m in ladder:
             with np.errstate(invalid="ignore"):
                 ok = (m + 1) * log_rho[rows, cols] + ell[m, rows, None] + ell[m, None, cols]
                 ok = ok <= log_tol
             if ok.mean() >= _SERIES_BLOCK_SHARE:
                 break
-        block = rho[rows, cols]
+        rb = rho[rows, cols]
+        acc, term = np.empty(rb.shape), np.empty(rb.shape)
+        iu, ju = _upper_triangle(r1 - r0)
         for q, (i, j) in enumerate(both):
-            ci, cj = coef[i][:, rows], coef[j][:, cols]
-            acc = np.multiply.outer(ci[m], cj[m])
+            ci, cj = coef[i][:, rows, None], coef[j][:, None, cols]
+            np.multiply(ci[m], cj[m], out=acc)
             for n in range(m - 1, -1, -1):
-                acc *= block
-                acc += np.multiply.outer(ci[n], cj[n])
-            upper[q, rows, cols] = np.where(ok, acc, np.nan)
-        fa, fb = np.nonzero(~ok)
-        pending.append((fa + r0, fb + r0))
+                acc *= rb
+                acc += np.multiply(ci[n], cj[n], out=term)
+            acc[~ok] = np.nan
+            # right of the leading square as is; in it, the upper triangle only (a <= b), so
+            # the output is symmetric (for i = j) even when K is so only to rounding
+            for k in direct[q]:
+                out[k, rows, r1:] = acc[:, r1 - r0 :]
+                out[k, r0 + iu, r0 + ju] = acc[iu, ju]
+            for k in mirror[q]:
+                out[k, r1:, rows] = acc[:, r1 - r0 :].T
+                out[k, r0 + ju, r0 + iu] = acc[iu, ju]
+        # (flat indices: 2-D nonzero is 15x slower); list.append is atomic under threads
+        fa, fb = np.divmod(np.flatnonzero(~ok), N - r0)
+        pending.append(np.stack([fa + r0, fb + r0]))
+
+    row_blocks(block, N)
     idx = np.arange(N)
     for q, key in enumerate(both):  # the diagonal: one-dimensional, on the coefficients' grid
-        upper[q, idx, idx] = diag[key]
-    a = np.concatenate([p[0] for p in pending])
-    b = np.concatenate([p[1] for p in pending])
+        for k in direct[q]:
+            out[k, idx, idx] = diag[key]
+    a, b = np.concatenate(pending, axis=1)
     a, b = a[a < b], b[a < b]
     samples = np.intersect1d(samples, np.union1d(a, b))
     if samples.size:
@@ -1537,19 +1640,13 @@ def _mehler(
                 ok = ok <= log_tol
             sel = todo[ok]
             vals = _series(coef, both, a[sel], b[sel], rho[a[sel], b[sel]], m)
-            upper[:, a[sel], b[sel]] = vals
+            for q in range(len(both)):
+                for k in direct[q]:
+                    out[k, a[sel], b[sel]] = vals[q]
+                for k in mirror[q]:
+                    out[k, b[sel], a[sel]] = vals[q]
             todo = todo[~ok]
-    return np.stack(
-        [_from_upper(upper[both.index(key)], upper[both.index(key[::-1])]) for key in keys]
-    )
-
-
-def _from_upper(upper: np.ndarray, swapped: np.ndarray) -> np.ndarray:
-    """The full matrix of ``<f_a g_b>`` from its upper triangle ``upper`` (a <= b) and the
-    upper triangle ``swapped`` of ``<g_a f_b>`` (its transpose is the lower one); shape (N, N).
-    """
-    lower = np.triu(swapped, 1).T
-    return np.where(np.tri(upper.shape[0], k=-1, dtype=bool), lower, upper)
+    return out
 
 
 def _series_coefficients(
