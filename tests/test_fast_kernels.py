@@ -363,3 +363,16 @@ def test_many_samples_series_with_interpolated_coefficients(name):
     err = np.abs(fast[:, sub][:, :, sub] - _exact(act, Ks, orders)) / _scale(act, Ks, orders)
     assert np.max(err) <= TOL
     np.testing.assert_array_equal(fast, np.swapaxes(fast, 1, 2))
+
+
+def test_read_only_kernel_is_accepted_without_warning():
+    """A read-only K (pdlt's own results are) goes through the closed forms, whose arctangent
+    is torch's, without torch's non-writable-array warning; ``<relu^2>_K = K/2`` (5.60)."""
+    import warnings
+
+    K = np.array([[1.0, 0.3], [0.3, 2.0]])
+    K.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = pairwise_moments(activation("relu"), K, [(0, 0), (1, 1)])
+    np.testing.assert_allclose(np.diag(out[0]), [0.5, 1.0], rtol=1e-15)

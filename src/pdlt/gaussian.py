@@ -1287,9 +1287,9 @@ def arc_cosine_angle(
         )
         np.maximum(r, 0.0, out=r)
     np.sqrt(r, out=r)
-    torch.atan2(
-        torch.from_numpy(r), torch.from_numpy(np.ascontiguousarray(Kb)), out=torch.from_numpy(theta)
-    )
+    if not (Kb.flags.c_contiguous and Kb.flags.writeable):  # torch wraps writable arrays only
+        Kb = np.array(Kb, order="C")
+    torch.atan2(torch.from_numpy(r), torch.from_numpy(Kb), out=torch.from_numpy(theta))
 
 
 def _entries(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
