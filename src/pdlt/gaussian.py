@@ -22,8 +22,9 @@ Three entry points:
     ``<sigma^{(i)}(z_a) sigma^{(j)}(z_b)>`` for every pair of samples of an ``N x N`` kernel
     (the kernel and NTK recursions (4.118), (8.63)): arc-cosine closed forms for the
     scale-invariant family, Mehler's Hermite series with a rigorous tail bound (1e-10 of the
-    kernel scale) for smooth activations, so ``N`` one-dimensional integrals replace ``N^2``
-    two-dimensional ones; pairs neither covers go to :func:`moments`.
+    kernel scale) for smooth activations, so ``N`` one-dimensional integrals (or 33, at
+    Chebyshev points in the standard deviation, interpolated) replace ``N^2`` two-dimensional
+    ones; pairs neither covers go to :func:`moments`.
 
 Quadrature
 ----------
