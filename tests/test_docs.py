@@ -4,6 +4,7 @@ import re
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,21 @@ def test_finite_width_prediction_example_runs(tmp_path, capsys):
     # the paired runs share their initial networks: the difference is O(1/n), not O(1)
     for r in res["results"].values():
         assert abs(r["diff"][0][0, 0]) < 0.2 and r["loss"] < 1e-6
+
+
+def test_finite_width_covariance_example_runs(tmp_path, capsys):
+    mod = runpy.run_path(str(ROOT / "docs" / "examples" / "finite_width_covariance.py"))
+    out = tmp_path / "cov.png"
+    args = ["--out", str(out), "--widths", "16,24", "--ensemble", "40", "--steps", "60"]
+    res = mod["main"]([*args, "--activations", "tanh"])
+    text = capsys.readouterr().out
+    assert out.stat().st_size > 1000 and out.with_suffix(".json").exists()
+    assert "interaction" in text and set(res["tanh"]) == {16, 24}
+    for r in res["tanh"].values():  # free + interaction = total, network by network
+        parts = [np.asarray(r[k]["n_meas"]) for k in ("total", "free", "interaction")]
+        np.testing.assert_allclose(parts[0], parts[1] + parts[2], atol=1e-10)
+        theory = [np.asarray(r[k]["n_theory"]) for k in ("total", "free", "interaction")]
+        np.testing.assert_allclose(theory[0], theory[1] + theory[2], atol=1e-12)
 
 
 def _python_blocks(path: Path) -> list[str]:

@@ -176,9 +176,15 @@ def test_cli_predict_width(capsys, tmp_path):
     np.testing.assert_allclose(fw["mean"], want.mean, rtol=1e-10)
     np.testing.assert_allclose(out["mean"], want.infinite, rtol=1e-10)  # unchanged
     assert fw["width"] == 64 and fw["eta"] == 0.3
+    np.testing.assert_allclose(fw["covariance"]["covariance"], want.covariance.covariance)
+    np.testing.assert_allclose(fw["covariance"]["std"], want.covariance.std)
     assert main(base) == 0
     text = capsys.readouterr().out
     assert "1/n_corr_1" in text and "mean+corr_0" in text and "H^{1}" in text
+    assert "std+corr_1" in text and "(∞.166)" in text
+    csv = tmp_path / "p.csv"
+    assert main([*base, "--out", str(csv)]) == 0
+    assert "finite_width_std_1" in csv.read_text().splitlines()[0]
     for extra, msg in (
         (["--activation", "relu"], "kink"),
         (["--steps", "5"], "--steps"),

@@ -77,7 +77,7 @@ def theory(network, data, slow: float):
 
     Returns
     -------
-    fast : FiniteWidthMeanPrediction
+    fast : TrainedPrediction
         :func:`pdlt.learning.finite_width_predict` at ``eta`` (``infinite`` = (∞.161),
         ``coefficient`` = ``c``, ``parts``, ``tensors``).
     c_slow : ndarray, shape (N_B, n_L)

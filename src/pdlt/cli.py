@@ -615,6 +615,9 @@ def _predict_csv(out: dict[str, Any]) -> str:
         tot = np.asarray(fwd["mean"], dtype=np.float64)
         cols += [(f"correction_{i}", corr[:, i]) for i in range(n_out)]
         cols += [(f"finite_width_mean_{i}", tot[:, i]) for i in range(n_out)]
+        if fwd.get("covariance") is not None:
+            fstd = np.asarray(fwd["covariance"]["std"], dtype=np.float64)
+            cols += [(f"finite_width_std_{i}", fstd[:, i]) for i in range(n_out)]
     ens = out.get("ensemble")
     if ens is not None:
         em = np.asarray(ens["mean"], dtype=np.float64)
@@ -908,9 +911,12 @@ def _predict_text(
     if "y_test" in out:
         head += "  " + "  ".join(f"{'target_' + str(i):>11}" for i in range(n_out))
     fwd = out.get("finite_width")
+    fcov = None if fwd is None else fwd.get("covariance")
     if fwd is not None:
         head += "  " + "  ".join(f"{'1/n_corr_' + str(i):>11}" for i in range(n_out))
         head += "  " + "  ".join(f"{'mean+corr_' + str(i):>11}" for i in range(n_out))
+        if fcov is not None:
+            head += "  " + "  ".join(f"{'std+corr_' + str(i):>11}" for i in range(n_out))
     if ens is not None:
         head += "  " + "  ".join(f"{'ens_mean_' + str(i):>22}" for i in range(n_out))
         head += f"  {'ens_std':>22}"
@@ -922,6 +928,8 @@ def _predict_text(
         if fwd is not None:
             row += "  " + "  ".join(f"{v:11.5g}" for v in fwd["correction"][b])
             row += "  " + "  ".join(f"{v:11.5g}" for v in fwd["mean"][b])
+            if fcov is not None:
+                row += "  " + "  ".join(f"{v:11.5g}" for v in fcov["std"][b])
         if ens is not None:
             cells = [
                 f"{ens['mean'][b][i]:10.5g} +- {ens['mean_stderr'][b][i]:<8.2g}"
@@ -937,6 +945,12 @@ def _predict_text(
             "including the NLO NTK mean H^{1} (derived by pdlt, not in the book). "
             "Not included: O(1/n^2)"
         )
+        if fcov is not None:
+            lines.append(
+                "std+corr: standard deviation of each test output over the ensemble to order "
+                "1/n, from the covariance (∞.166) (derived by pdlt; the book prints one term, "
+                "(∞.167))"
+            )
     if ens is not None:
         lines.append(
             f"ensemble: {ens['size']} networks of width {ens['width']}, seed {ens['seed']}, "

@@ -29,14 +29,17 @@ from .bayes_finite_width import (
 )
 from .data import Dataset, diabetes
 from .finite_width import (
+    CovariancePrediction,
     FiniteTimeTensors,
-    FiniteWidthMeanPrediction,
     FullyTrainedPrediction,
     MeanPrediction,
     Projectors,
+    TrainedCovariance,
+    TrainedPrediction,
     TruncatedDynamics,
     algorithm_projectors,
     combine_indices,
+    covariance_prediction,
     finite_time_tensors,
     finite_width_predict,
     fully_trained_prediction,
@@ -129,6 +132,9 @@ __all__ = [
     "simulate_truncated_dynamics",
     "FiniteTimeTensors",
     "finite_time_tensors",
-    "FiniteWidthMeanPrediction",
+    "TrainedPrediction",
+    "TrainedCovariance",
+    "CovariancePrediction",
+    "covariance_prediction",
     "finite_width_predict",
 ]

@@ -56,11 +56,15 @@ __all__ = [
     "fully_trained_prediction",
     "MeanPrediction",
     "mean_prediction",
-    "FiniteWidthMeanPrediction",
+    "CovariancePrediction",
+    "covariance_prediction",
+    "TrainedCovariance",
+    "TrainedPrediction",
     "finite_width_predict",
 ]
 
 KINDS = ("gd", "ode", "two_step")
+_COV_MAX_TRAIN = 20  # n_L N_A: four six-index projectors on combined indices, 20^6 doubles each
 
 
 # --------------------------------------------------------------------------------------------
@@ -847,6 +851,231 @@ def mean_prediction(
 
 
 # --------------------------------------------------------------------------------------------
+# ensemble covariance of the fully-trained outputs (∞.166), derived (spec/07 §8.2)
+
+
+def _combined_moments(n_out: int, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``n_{L-1}`` times the moments the covariance needs, on combined indices (rank 4).
+
+    ``DD[I1..I4] = E[dH_{I1I2} dH_{I3I4}]`` (8.82), ``DZ = E[dH_{I1I2} z_{I3} z_{I4}]`` (8.67),
+    ``dHz = E[dH-hat_{I0I1I2} z_{I3}]`` (11.45), ``dI = E[ddI]`` (∞.11), ``dII = E[ddII]``
+    (∞.12); ``dH = H-hat - E[H-hat]``.  The sample slots follow each tensor's own decomposition
+    (``D_{abcd}``: ``z_a z_b`` then ``H_cd``; ``F_{abcd} = N E[z_{i;a} H_{ij;bd} z_{j;c}]``).
+    """
+    d = np.eye(n_out)
+
+    def e4(spec: str, X: np.ndarray) -> np.ndarray:
+        return combine_indices(np.einsum(spec, d, d, X), 4)
+
+    o = "->wxyzabcd"
+    return {
+        "DD": e4("wx,yz,abcd" + o, t["A"])
+        + e4("wy,xz,acbd" + o, t["B"])
+        + e4("wz,xy,adbc" + o, t["B"]),
+        "DZ": e4("wx,yz,cdab" + o, t["D"])
+        + e4("wy,xz,cadb" + o, t["F"])
+        + e4("wz,xy,dacb" + o, t["F"]),
+        "dHz": e4("wz,xy,abcd" + o, t["P"])
+        + e4("wx,yz,abcd" + o, t["Q"])
+        + e4("wy,xz,acbd" + o, t["Q"]),
+        "dI": e4("wx,yz,abcd" + o, t["R"])
+        + e4("wy,zx,acdb" + o, t["R"])
+        + e4("wz,xy,adbc" + o, t["R"]),
+        "dII": e4("wx,yz,abcd" + o, t["S"])
+        + e4("wy,zx,acdb" + o, t["T"])
+        + e4("wz,xy,adbc" + o, t["U"]),
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class CovariancePrediction:
+    """Ensemble covariance of fully-trained outputs to order 1/n (∞.166), with its parts.
+
+    Every array has shape ``(n_L, N_D, n_L, N_D)``: ``C[i1, d1, i2, d2] =
+    Cov[z_{i1;d1}(T), z_{i2;d2}(T)]`` (zero on the training inputs, which are fit exactly).
+
+    Attributes
+    ----------
+    covariance : ndarray
+        ``leading + sum(parts) / n_{L-1}``.
+    leading : ndarray
+        ``[G]_perp = (z - H_{dA} H~^{-1} z_A)``'s covariance with ``E[z z] = delta G``: the
+        kernel-prediction covariance (10.41) when ``H = Theta`` and ``G = K``.
+    parts : dict of ndarray
+        The bracketed 1/n terms (before dividing by ``n_{L-1}``): ``"ntk_z"`` (``D, F``: the NTK
+        fluctuation correlated with the initial outputs), ``"ntk"`` (``A, B``), ``"dntk"``
+        (``P, Q`` with ``Z_A, Z_B``), ``"ddI"`` (``R``), ``"ddII"`` (``S, T, U``).
+    projectors : Projectors
+        On combined training indices.
+    """
+
+    covariance: np.ndarray
+    leading: np.ndarray
+    parts: dict[str, np.ndarray]
+    projectors: Projectors
+
+
+def covariance_prediction(
+    H: Any,
+    G: Any,
+    y: Any,
+    n_train: int,
+    n_hidden: float,
+    *,
+    A: Any,
+    B: Any,
+    D: Any,
+    F: Any,
+    P: Any,
+    Q: Any,
+    R: Any,
+    S: Any,
+    T: Any,
+    U: Any,
+    eta: float | None = None,
+    kind: str = "gd",
+) -> CovariancePrediction:
+    """Covariance of the fully-trained outputs of the ensemble at order ``1/n`` (∞.166).
+
+    The book prints only one contribution, (∞.167).  pdlt derives the whole of it (spec/07
+    §8.2) from the per-network solution (∞.141) with its first line expanded to second order
+    in ``dH = H-hat - H`` ((∞.154), signs of spec/07 §13.1)::
+
+        z(T) = [z]_perp + H_{dA} H~^{-1} y + [u]_perp,
+        u = - dH_{dA} v + dH_{dA} H~^{-1} dH_{AA} v + dNTK (Z_A, Z_B) + ddNTK (Z_I*, Z_II*),
+
+    ``v = H~^{-1} eps``, ``eps = z_A - y``, ``[X]_perp = X_d - H_{dA} H~^{-1} X_A``.  With the
+    order counting of the book (a connected correlator of ``k`` fields is ``O(n^{1-k/2})``;
+    ``H-hat`` counts as two fields, the dNTK as three, the ddNTKs as four) and the parity of
+    the output sign flip (``E[dNTK] = E[dNTK z z] = E[dH z] = 0``), the covariance to
+    ``O(1/n)`` is::
+
+        Cov = [G]_perp + (1/n) [ sum_u (Cov(u, z) + Cov(z, u)) + Cov(u1, u1) ]_perp
+
+    with, on combined indices (``E2 = G_AA + y y``, the second moment of ``eps``)::
+
+        n Cov(u1_I, z_J) = - H~^{ab} E[dH_{Ia} z_b z_J]                    (D, F)
+        n Cov(u2_I, z_J) = H~^{ab} H~^{cd} E[dH_{Ia} dH_{bc}] G_{dJ}        (A, B)
+        n Cov(u1_I, u1_J) = H~^{ab} H~^{cd} E[dH_{Ia} dH_{Jc}] E2_{bd}      (A, B)
+        n Cov(dNTK_I, z_J) = Z^{abcd} (E[dH-hat_{..} z_J] E2_{cd}
+                              + E[dH-hat_{..} z_c] G_{Jd} + E[dH-hat_{..} z_d] G_{Jc})   (P, Q)
+        n Cov(ddNTK_I, z_J) = E[ddNTK_{..}] Z^{a..f} E[eps_d eps_e eps_f z_J]      (R, S, T, U)
+
+    (the dNTK and ddNTK slots exactly as in :func:`fully_trained_prediction`).  The Z_B
+    term with the ``E2`` pairing is the book's (∞.167); the other two pairings are the pieces
+    "where dH-hat correlates with one of the eps" that the book mentions (spec/07 §8.2).  The
+    variance of the dNTK term itself, the ddNTK fluctuations and every higher cumulant are
+    ``O(1/n^2)``.
+
+    Parameters
+    ----------
+    H, G : array_like, shape (N_D, N_D)
+        NTK mean and two-point function ``E[z z] = G`` (``K + G^{1}/n``) of the output layer
+        on ``D``, training inputs first.
+    y : array_like, shape (n_L, N_A)
+    n_train : int
+    n_hidden : float
+        ``n_{L-1}``.
+    A, B, D, F, P, Q, R, S, T, U : array_like, shape (N_D,)*4
+        The 1/n tensors with ``1/n_{L-1}`` taken out, in the slot order of their
+        decompositions (8.82), (8.67), (11.45), (∞.11)-(∞.12).
+    eta, kind
+        The algorithm, as in :func:`algorithm_projectors`.
+
+    Returns
+    -------
+    CovariancePrediction
+
+    Notes
+    -----
+    Works on combined indices: the six-index projectors have ``(n_L N_A)^6`` entries, so the
+    size is limited to ``n_L N_A <= 20`` (as the mean's projectors, ``N_A <= 20``, for one output).
+    """
+    Hm = np.asarray(H, dtype=np.float64)
+    Gm = np.asarray(G, dtype=np.float64)
+    yt = np.asarray(y, dtype=np.float64)
+    if yt.ndim != 2 or yt.shape[1] != n_train:
+        raise ValueError(f"y must have shape (n_L, N_A = {n_train}), got {yt.shape}")
+    N = Hm.shape[0]
+    if Hm.shape != (N, N) or Gm.shape != (N, N) or not 0 < n_train <= N:
+        raise ValueError("H and G must be (N_D, N_D) with N_D >= n_train")
+    if not np.isfinite(n_hidden) or n_hidden <= 0:
+        raise ValueError(f"n_hidden must be > 0, got {n_hidden!r}")
+    n_out = yt.shape[0]
+    if n_out * n_train > _COV_MAX_TRAIN:
+        raise ValueError(
+            f"the covariance works on combined training indices and needs (n_L N_A)^6 numbers: "
+            f"n_L N_A = {n_out * n_train} > {_COV_MAX_TRAIN} is too large"
+        )
+    tens = {}
+    for name, t in zip("ABDFPQRSTU", (A, B, D, F, P, Q, R, S, T, U), strict=True):
+        a = np.asarray(t, dtype=np.float64)
+        if a.shape != (N,) * 4:
+            raise ValueError(f"{name} must have shape {(N,) * 4}, got {a.shape}")
+        tens[name] = a
+    mom = _combined_moments(n_out, tens)
+    a_ = _train_index(n_out, N, n_train)
+    eye = np.eye(n_out)
+    Hc, Gc = np.kron(eye, Hm), np.kron(eye, Gm)
+    solver = SPDSolver(Hc[np.ix_(a_, a_)], name="H~ (training block of the NTK mean)")
+    Hi = solver.inverse()
+    perp = np.eye(n_out * N)
+    perp[:, a_] -= solver.solve(Hc[a_, :]).T
+    Z = algorithm_projectors(Hc[np.ix_(a_, a_)], eta, kind)
+    yc = yt.reshape(-1)
+    GJ = Gc[:, a_]  # G_{J a}
+    E2 = Gc[np.ix_(a_, a_)] + np.outer(yc, yc)  # E[eps_a eps_b]
+    # E[eps_d eps_e eps_f z_J] (Gaussian z at this order)
+    E4 = (
+        np.einsum("Jd,ef->defJ", GJ, E2)
+        + np.einsum("Je,df->defJ", GJ, E2)
+        + np.einsum("Jf,de->defJ", GJ, E2)
+    )
+    ix = np.ix_
+    all_ = np.arange(n_out * N)
+    DD, DZ, dHz = mom["DD"], mom["DZ"], mom["dHz"]
+    dI, dII = mom["dI"], mom["dII"]
+    dHzA = dHz[ix(a_, all_, a_, all_)]  # [a, I, b, J]: the Z_A slot
+    dHzB = dHz[ix(all_, a_, a_, all_)]  # [I, a, b, J]: the Z_B slot
+
+    def dntk(Zp: np.ndarray, t: np.ndarray) -> np.ndarray:  # t[I, a, b, K]
+        return (
+            np.einsum("abcd,IabJ,cd->IJ", Zp, t, E2)
+            + np.einsum("abcd,Iabc,Jd->IJ", Zp, t[..., a_], GJ)
+            + np.einsum("abcd,Iabd,Jc->IJ", Zp, t[..., a_], GJ)
+        )
+
+    def ddntk(Zp: np.ndarray, t: np.ndarray) -> np.ndarray:  # t[I, a, b, c]
+        return np.einsum("Iabc,abcJ->IJ", t, np.tensordot(Zp, E4, axes=3))
+
+    cross = {  # n Cov(u_I, z_J), un-projected
+        "ntk_z": -np.einsum("ab,IabJ->IJ", Hi, DZ[ix(all_, a_, a_, all_)]),
+        "ntk": np.einsum("Iabc,ab,cd,Jd->IJ", DD[ix(all_, a_, a_, a_)], Hi, Hi, GJ),
+        "dntk": dntk(Z.Z_A, dHzA.transpose(1, 0, 2, 3)) + dntk(Z.Z_B, dHzB),
+        "ddI": ddntk(Z.Z_IA, dI[ix(a_, all_, a_, a_)].transpose(1, 0, 2, 3))
+        + ddntk(Z.Z_IB, dI[ix(all_, a_, a_, a_)]),
+        "ddII": ddntk(Z.Z_IIA, dII[ix(a_, a_, all_, a_)].transpose(2, 0, 1, 3))
+        + ddntk(Z.Z_IIB, dII[ix(all_, a_, a_, a_)]),
+    }
+    u1u1 = np.einsum("IaJc,ab,cd,bd->IJ", DD[ix(all_, a_, all_, a_)], Hi, Hi, E2)
+    shape = (n_out, N, n_out, N)
+    parts = {}
+    for k, c in cross.items():
+        pc = perp @ c @ perp.T
+        if k == "ntk":
+            pc = pc + 0.5 * perp @ u1u1 @ perp.T
+        parts[k] = (pc + pc.T).reshape(shape)
+    leading = perp @ Gc @ perp.T
+    leading = (0.5 * (leading + leading.T)).reshape(shape)  # symmetric to the last bit
+    return CovariancePrediction(
+        covariance=leading + sum(parts.values()) / float(n_hidden),
+        leading=leading,
+        parts=parts,
+        projectors=Z,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # the ensemble mean for a network and data: flow + mean_prediction (spec/07 §8, §11)
 
 
@@ -857,10 +1086,62 @@ _NOT_INCLUDED = (
 
 
 @dataclass(frozen=True, eq=False)
-class FiniteWidthMeanPrediction:
-    """Ensemble mean of fully-trained networks on test inputs, to order 1/n (spec/07 §8.1).
+class TrainedCovariance:
+    """Covariance of fully-trained test outputs over the ensemble, to order 1/n (∞.166).
 
-    All arrays have shape ``(N_B, n_L)`` (one row per test input, as ``y_train``).
+    Every array has shape ``(N_B, n_L, N_B, n_L)``: ``[b1, i1, b2, i2]`` is
+    ``Cov[z_{i1;b1}(T), z_{i2;b2}(T)]`` (the index order of the mean, ``(N_B, n_L)``, twice).
+
+    Attributes
+    ----------
+    infinite : ndarray
+        ``delta_{i1 i2} [K]_perp`` with ``Theta``: the kernel-prediction covariance (10.41).
+    coefficient : ndarray
+        ``c`` of the correction ``c / n_{L-1}``: the sum of ``parts``.
+    correction : ndarray
+        ``coefficient / n_{L-1}`` (zero at infinite width).
+    covariance : ndarray
+        ``infinite + correction``.
+    parts : dict of ndarray
+        ``"nlo_kernel"`` (``G^{1}``) and ``"nlo_ntk"`` (``H^{1}``): the 1/n shifts of
+        ``E[z z]`` and of the NTK mean in the kernel-prediction covariance; and the bracket of
+        :func:`covariance_prediction`:
+        ``"ntk_z"`` (``D, F``), ``"ntk"`` (``A, B``), ``"dntk"`` (``P, Q``), ``"ddI"``,
+        ``"ddII"`` (``R..U``).
+    """
+
+    infinite: np.ndarray
+    coefficient: np.ndarray
+    correction: np.ndarray
+    covariance: np.ndarray
+    parts: dict[str, np.ndarray]
+
+    @property
+    def std(self) -> np.ndarray:
+        """Standard deviation of each test output, ``(N_B, n_L)``."""
+        nb, nl = self.covariance.shape[:2]
+        var = np.diagonal(self.covariance.reshape(nb * nl, nb * nl)).reshape(nb, nl)
+        return np.sqrt(np.maximum(var, 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "index_order": "[test b1][output i1][test b2][output i2]",
+            "infinite": self.infinite.tolist(),
+            "coefficient": self.coefficient.tolist(),
+            "correction": self.correction.tolist(),
+            "covariance": self.covariance.tolist(),
+            "std": self.std.tolist(),
+            "parts": {k: v.tolist() for k, v in self.parts.items()},
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedPrediction:
+    """Ensemble mean and covariance of fully-trained networks on test inputs, to order 1/n.
+
+    The mean (spec/07 §8.1) arrays have shape ``(N_B, n_L)`` (one row per test input, as
+    ``y_train``); ``covariance`` holds the covariance (∞.166) (spec/07 §8.2).
 
     Attributes
     ----------
@@ -887,8 +1168,11 @@ class FiniteWidthMeanPrediction:
     not_included : str
         What the expansion leaves out (see :func:`finite_width_predict`).
     tensors : dict of ndarray
-        ``K, Theta`` ``(N_D, N_D)`` and ``A, B, P, Q, R, S, T, U`` ``(N_D,)*4`` of the output layer
-        on ``D = train u test`` (training inputs first), as passed to :func:`mean_prediction`.
+        ``K, Theta, H1`` (and ``G1``) ``(N_D, N_D)`` and ``A, B, P, Q, R, S, T, U`` (and
+        ``D, F``) ``(N_D,)*4`` of the output layer on ``D = train u test`` (training inputs
+        first), as passed to :func:`mean_prediction` (and :func:`covariance_prediction`).
+    covariance : TrainedCovariance or None
+        The covariance of the test outputs; ``None`` when not asked for.
     """
 
     infinite: np.ndarray
@@ -901,9 +1185,11 @@ class FiniteWidthMeanPrediction:
     kind: str
     not_included: str
     tensors: dict[str, np.ndarray]
+    covariance: TrainedCovariance | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no tensors)."""
+        cov = None if self.covariance is None else self.covariance.to_dict()
         return {
             "width": None if not np.isfinite(self.width) else self.width,
             "eta": self.eta,
@@ -914,6 +1200,7 @@ class FiniteWidthMeanPrediction:
             "mean": self.mean.tolist(),
             "parts": {k: v.tolist() for k, v in self.parts.items()},
             "not_included": self.not_included,
+            "covariance": cov,
         }
 
 
@@ -925,8 +1212,10 @@ def finite_width_predict(
     *,
     eta: float | None = None,
     kind: str = "gd",
-) -> FiniteWidthMeanPrediction:
-    """Mean test prediction of fully-trained networks of finite width, to order 1/n (∞.160).
+    covariance: bool | None = None,
+) -> TrainedPrediction:
+    """Mean and covariance of the test predictions of fully-trained networks of finite width,
+    to order 1/n (∞.160), (∞.166).
 
     Computes ``K, Theta, H1, A, B, P, Q, R, S, T, U`` of the output layer with
     :func:`pdlt.theory.flow.flow` on ``D = train u test`` and evaluates :func:`mean_prediction`
@@ -943,8 +1232,14 @@ def finite_width_predict(
     with the ``1/n_{L-1}`` taken out -- the convention of :func:`mean_prediction`.  The
     ``H^{1}`` part is O(1/n) but not depth-enhanced; the others grow like ``L/n``.
 
-    **Not included:** the 1/n shift ``G^{1}`` of the kernel (it enters only at O(1/n^2) here;
-    1/n-tuned ``C_W1`` does enter through ``H^{1}``) and every O(1/n^2) term.
+    **Covariance** (:func:`covariance_prediction`, derived in full: the book prints one
+    term): ``delta_{i1i2} [K]_perp`` plus ``1/n_{L-1}`` times its linear change under
+    ``K -> K + G^{1}/n``, ``Theta -> Theta + H^{1}/n`` (parts ``"nlo_kernel"``,
+    ``"nlo_ntk"``) and the bracket of
+    :func:`covariance_prediction` with ``H = Theta``, ``G = K`` (``D, F`` enter here).
+
+    **Not included in the mean:** the 1/n shift ``G^{1}`` of the kernel (it enters only at
+    O(1/n^2) there; 1/n-tuned ``C_W1`` does enter through ``H^{1}``) and every O(1/n^2) term.
 
     Parameters
     ----------
@@ -957,10 +1252,13 @@ def finite_width_predict(
         Global learning rate of gradient descent with the learning-rate tensor (8.6).  Default
         for ``kind="gd"``: ``1/lambda_max(Theta~)``, the default of :func:`pdlt.train`.
     kind : {"gd", "ode", "two_step"}
+    covariance : bool, optional
+        Compute the covariance too (it needs ``G1, D, F`` besides, and works on combined
+        training indices: ``n_L N_A <= 20``).  Default: when ``n_L N_A <= 20``.
 
     Returns
     -------
-    FiniteWidthMeanPrediction
+    TrainedPrediction
 
     Raises
     ------
@@ -987,7 +1285,16 @@ def finite_width_predict(
         raise ValueError(
             f"y_train must have shape (N_A, n_L) = {(n_a, network.n_out)}, got {yt.shape}"
         )
+    small = network.n_out * n_a <= _COV_MAX_TRAIN
+    if covariance and not small:
+        raise ValueError(
+            f"the covariance needs n_L N_A <= {_COV_MAX_TRAIN}, got n_L N_A = "
+            f"{network.n_out * n_a}; use fewer training inputs or covariance=False"
+        )
+    covariance = small if covariance is None else bool(covariance)
     fields = ("K", "Theta", "H1", "A", "B", "P", "Q", "R", "S", "T", "U")
+    if covariance:
+        fields += ("G1", "D", "F")
     f = flow(network, np.concatenate([xa, xb]), fields=fields)
     tens = {k: np.asarray(f[k][-1], dtype=np.float64) for k in fields}
     Theta = tens["Theta"]
@@ -1021,7 +1328,10 @@ def finite_width_predict(
     coef = (m.mean - m.ntk)[:, n_a:].T + parts["nlo_ntk"]  # n_hidden = 1 above
     infinite = m.ntk[:, n_a:].T
     corr = coef / width if np.isfinite(width) else np.zeros_like(coef)
-    return FiniteWidthMeanPrediction(
+    cov = None
+    if covariance:
+        cov = _test_covariance(tens, yt, n_a, width, eta, kind)
+    return TrainedPrediction(
         infinite=infinite,
         coefficient=coef,
         correction=corr,
@@ -1032,4 +1342,52 @@ def finite_width_predict(
         kind=kind,
         not_included=_NOT_INCLUDED,
         tensors=tens,
+        covariance=cov,
+    )
+
+
+def _test_covariance(
+    tens: dict[str, np.ndarray],
+    y: np.ndarray,
+    n_a: int,
+    width: float,
+    eta: float | None,
+    kind: str,
+) -> TrainedCovariance:
+    """:class:`TrainedCovariance` on the test inputs from the flow's output-layer tensors."""
+    Theta, K = tens["Theta"], tens["K"]
+    n_out, N = y.shape[1], Theta.shape[0]
+    four = {k: tens[k] for k in "ABDFPQRSTU"}
+    c = covariance_prediction(Theta, K, y.T, n_a, 1.0, eta=eta, kind=kind, **four)
+    # linear change of [G]_perp = perp G perp^T under G -> K + G1/n, H -> Theta + H1/n
+    a_ = _train_index(n_out, N, n_a)
+    eye = np.eye(n_out)
+    Tc, Kc, H1c = np.kron(eye, Theta), np.kron(eye, K), np.kron(eye, tens["H1"])
+    solver = SPDSolver(Tc[np.ix_(a_, a_)], name="Theta~ (training block of the NTK)")
+    perp = np.eye(n_out * N)
+    perp[:, a_] -= solver.solve(Tc[a_, :]).T
+    d_perp = np.zeros_like(perp)
+    d_perp[:, a_] = -solver.solve((perp @ H1c[:, a_]).T).T
+    lin = d_perp @ Kc @ perp.T
+    g1 = perp @ np.kron(eye, tens["G1"]) @ perp.T
+    shape = (n_out, N, n_out, N)
+    parts = {
+        "nlo_kernel": (0.5 * (g1 + g1.T)).reshape(shape),
+        "nlo_ntk": (lin + lin.T).reshape(shape),
+        **c.parts,
+    }
+
+    def test(C: np.ndarray) -> np.ndarray:  # (n_L, N_D, n_L, N_D) -> (N_B, n_L, N_B, n_L)
+        return C[:, n_a:, :, n_a:].transpose(1, 0, 3, 2)
+
+    parts = {k: test(v) for k, v in parts.items()}
+    coef = sum(parts.values())
+    corr = coef / width if np.isfinite(width) else np.zeros_like(coef)
+    infinite = test(c.leading)
+    return TrainedCovariance(
+        infinite=infinite,
+        coefficient=coef,
+        correction=corr,
+        covariance=infinite + corr,
+        parts=parts,
     )
