@@ -51,8 +51,10 @@ def _shift(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return prod.mean(0), prod.std(0, ddof=1) / np.sqrt(X.shape[0])
 
 
-def measure(activation: str, width: int, size: int, seed: int, steps: int) -> dict:
-    """One ensemble: measured shifts (total, free, interaction) and their predictions."""
+def measure(activation: str, width: int, size: int, seed: int, steps: int, depth: int = 3) -> dict:
+    """One ensemble: measured covariance shifts (total, free, interaction), the interaction
+    part of the mean shift, ``E[z(T) - L]`` (its theory: the parts ``dntk + ddI + ddII`` of
+    the mean (∞.160)), and their predictions."""
     import torch
 
     from pdlt import Network
@@ -62,8 +64,8 @@ def measure(activation: str, width: int, size: int, seed: int, steps: int) -> di
     from pdlt.learning import finite_width_predict
 
     xa, ya, xb = _data()
-    net = Network(activation, widths=[3, width, width, 2], C_b=0.0, C_W=1.0, lambda_b=0.7,
-                  lambda_W=1.3)  # fmt: skip
+    net = Network(activation, widths=[3] + [width] * (depth - 1) + [2], C_b=0.0, C_W=1.0,
+                  lambda_b=0.7, lambda_W=1.3)  # fmt: skip
     th = finite_width_predict(net, xa, ya, xb)
     block = min(size, 2000)
     run = train(net, xa, ya, xb, size=size, seed=seed, steps=steps, eta=th.eta,
@@ -94,6 +96,13 @@ def measure(activation: str, width: int, size: int, seed: int, steps: int) -> di
             "n_theory": sum(parts[k] for k in keys).tolist(),
         }
     out["infinite"] = th.covariance.infinite.transpose(1, 0, 3, 2).reshape(4, 4).tolist()
+    inter = zT - L
+    mean_theory = sum(th.parts[k] for k in PARTS["interaction"]).T.reshape(4)
+    out["mean_interaction"] = {
+        "n_meas": (width * inter.mean(0)).tolist(),
+        "n_se": (width * inter.std(0, ddof=1) / np.sqrt(size)).tolist(),
+        "n_theory": mean_theory.tolist(),
+    }
     return out
 
 
