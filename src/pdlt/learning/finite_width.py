@@ -689,6 +689,35 @@ def fully_trained_prediction(
 # ensemble mean of the fully-trained outputs (∞.160)-(∞.165), corrected (spec/07 §8.1, §13)
 
 
+def _statistics_inputs(
+    H: Any,
+    second: tuple[str, Any],
+    y: Any,
+    n_train: int,
+    n_hidden: float,
+    four: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Checked float64 ``H``, the second ``(N_D, N_D)`` matrix (named ``second[0]``), ``y`` and
+    the 4-index tensors of :func:`mean_prediction` / :func:`covariance_prediction`."""
+    Hm = np.asarray(H, dtype=np.float64)
+    name2, M2 = second[0], np.asarray(second[1], dtype=np.float64)
+    yt = np.asarray(y, dtype=np.float64)
+    if yt.ndim != 2 or yt.shape[1] != n_train:
+        raise ValueError(f"y must have shape (n_L, N_A = {n_train}), got {yt.shape}")
+    N = Hm.shape[0]
+    if Hm.shape != (N, N) or M2.shape != (N, N) or not 0 < n_train <= N:
+        raise ValueError(f"H and {name2} must be (N_D, N_D) with N_D >= n_train")
+    if not np.isfinite(n_hidden) or n_hidden <= 0:
+        raise ValueError(f"n_hidden must be > 0, got {n_hidden!r}")
+    tens = {}
+    for name, t in four.items():
+        a = np.asarray(t, dtype=np.float64)
+        if a.shape != (N,) * 4:
+            raise ValueError(f"{name} must have shape {(N,) * 4}, got {a.shape}")
+        tens[name] = a
+    return Hm, M2, yt, tens
+
+
 @dataclass(frozen=True, eq=False)
 class MeanPrediction:
     """Ensemble mean ``m_{i;d} = E[z_{i;d}(T)]`` to order 1/n (∞.160), with its parts.
@@ -766,22 +795,8 @@ def mean_prediction(
     -------
     MeanPrediction
     """
-    Hm = np.asarray(H, dtype=np.float64)
-    Km = np.asarray(K, dtype=np.float64)
-    yt = np.asarray(y, dtype=np.float64)
-    if yt.ndim != 2 or yt.shape[1] != n_train:
-        raise ValueError(f"y must have shape (n_L, N_A = {n_train}), got {yt.shape}")
-    N = Hm.shape[0]
-    if Hm.shape != (N, N) or Km.shape != (N, N) or not 0 < n_train <= N:
-        raise ValueError("H and K must be (N_D, N_D) with N_D >= n_train")
-    if not np.isfinite(n_hidden) or n_hidden <= 0:
-        raise ValueError(f"n_hidden must be > 0, got {n_hidden!r}")
-    tens = {}
-    for name, t in (("A", A), ("B", B), ("P", P), ("Q", Q), ("R", R), ("S", S), ("T", T), ("U", U)):
-        a = np.asarray(t, dtype=np.float64)
-        if a.shape != (N,) * 4:
-            raise ValueError(f"{name} must have shape {(N,) * 4}, got {a.shape}")
-        tens[name] = a
+    four = {"A": A, "B": B, "P": P, "Q": Q, "R": R, "S": S, "T": T, "U": U}
+    Hm, Km, yt, tens = _statistics_inputs(H, ("K", K), y, n_train, n_hidden, four)
     nL = yt.shape[0]
     a_ = slice(0, n_train)
     Ht = Hm[a_, a_]
@@ -991,28 +1006,14 @@ def covariance_prediction(
     Works on combined indices: the six-index projectors have ``(n_L N_A)^6`` entries, so the
     size is limited to ``n_L N_A <= 20`` (as the mean's projectors, ``N_A <= 20``, for one output).
     """
-    Hm = np.asarray(H, dtype=np.float64)
-    Gm = np.asarray(G, dtype=np.float64)
-    yt = np.asarray(y, dtype=np.float64)
-    if yt.ndim != 2 or yt.shape[1] != n_train:
-        raise ValueError(f"y must have shape (n_L, N_A = {n_train}), got {yt.shape}")
-    N = Hm.shape[0]
-    if Hm.shape != (N, N) or Gm.shape != (N, N) or not 0 < n_train <= N:
-        raise ValueError("H and G must be (N_D, N_D) with N_D >= n_train")
-    if not np.isfinite(n_hidden) or n_hidden <= 0:
-        raise ValueError(f"n_hidden must be > 0, got {n_hidden!r}")
-    n_out = yt.shape[0]
+    four = dict(zip("ABDFPQRSTU", (A, B, D, F, P, Q, R, S, T, U), strict=True))
+    Hm, Gm, yt, tens = _statistics_inputs(H, ("G", G), y, n_train, n_hidden, four)
+    N, n_out = Hm.shape[0], yt.shape[0]
     if n_out * n_train > _COV_MAX_TRAIN:
         raise ValueError(
             f"the covariance works on combined training indices and needs (n_L N_A)^6 numbers: "
             f"n_L N_A = {n_out * n_train} > {_COV_MAX_TRAIN} is too large"
         )
-    tens = {}
-    for name, t in zip("ABDFPQRSTU", (A, B, D, F, P, Q, R, S, T, U), strict=True):
-        a = np.asarray(t, dtype=np.float64)
-        if a.shape != (N,) * 4:
-            raise ValueError(f"{name} must have shape {(N,) * 4}, got {a.shape}")
-        tens[name] = a
     mom = _combined_moments(n_out, tens)
     a_ = _train_index(n_out, N, n_train)
     eye = np.eye(n_out)
