@@ -103,6 +103,11 @@ def test_prediction_numbers_agree_with_predict_by_hand(
     assert ens["steps"] == pred["steps"] and ens["eta"] == pytest.approx(pred["eta"])
     np.testing.assert_allclose(ens["mean"], pred["ensemble"]["mean"], rtol=1e-12)
     np.testing.assert_allclose(ens["mean_stderr"], pred["ensemble"]["mean_stderr"], rtol=1e-12)
+    np.testing.assert_allclose(ens["std"], pred["ensemble"]["std"], rtol=1e-12)
+    std = np.asarray(fw["covariance"]["std"])[:, 0]
+    np.testing.assert_allclose(std, pred["finite_width_std"], rtol=1e-8)
+    inf = np.sqrt(np.diagonal(np.asarray(fw["covariance"]["infinite"])[:, 0, :, 0]))
+    np.testing.assert_allclose(inf, pred["infinite_width_std"], rtol=1e-10)  # (10.41) twice
 
 
 def _chromium() -> str | None:

@@ -267,7 +267,7 @@ def prediction(
     """Infinite-width and 1/n-corrected prediction of fully-trained networks, and a trained
     ensemble, on the built-in data (the numbers of ``pdlt predict``; ``checkpoint`` (a file),
     ``scheduler``: as for :func:`pdlt.train`)."""
-    from .cli import _default_training
+    from .cli import _default_training, _ensemble_summary
     from .empirical.training import train
     from .learning.data import diabetes
     from .learning.finite_width import finite_width_predict
@@ -302,6 +302,8 @@ def prediction(
         scheduler=scheduler,
     )
     mean = result.mean()
+    spread = _ensemble_summary(result)
+    cov = fw.covariance
     return {
         "activation": settings.predict_activation,
         "depth": settings.predict_depth,
@@ -312,6 +314,7 @@ def prediction(
         "infinite_width_std": _infinite_width_std(fw.tensors["Theta"], K, n_a).tolist(),
         "correction": fw.correction.tolist(),
         "finite_width_mean": fw.mean.tolist(),
+        "finite_width_std": None if cov is None else cov.std[:, 0].tolist(),
         "not_included": fw.not_included,
         "eta": float(eta),
         "steps": int(steps),
@@ -320,6 +323,8 @@ def prediction(
             "seed": settings.seed,
             "mean": mean.value.tolist(),
             "mean_stderr": mean.stderr.tolist(),
+            "std": spread["std"],
+            "std_stderr": spread["std_stderr"],
             "train_loss_max": float(np.max(result.train_loss[-1])),
             "diverged": int(result.meta.get("diverged") or 0),
         },
@@ -530,10 +535,23 @@ def _section_prediction(p: dict[str, Any], png: bytes, cmds: list[str]) -> str:
                 p["correction"][b][0],
                 p["finite_width_mean"][b][0],
                 f"{ens['mean'][b][0]:.5g} ± {ens['mean_stderr'][b][0]:.2g}",
+                p["infinite_width_std"][b],
+                None if p["finite_width_std"] is None else p["finite_width_std"][b],
+                f"{ens['std'][b]:.5g} ± {ens['std_stderr'][b]:.2g}",
             ]
         )
     table = _table(
-        ["test point", "target", "∞-width mean", "1/n correction", "∞ + 1/n", "ensemble mean"],
+        [
+            "test point",
+            "target",
+            "∞-width mean",
+            "1/n correction",
+            "∞ + 1/n",
+            "ensemble mean",
+            "∞-width std",
+            "std to 1/n",
+            "ensemble std",
+        ],
         rows,
     )
     pre = "\n".join(f"pdlt {html.escape(c)}" for c in cmds)
@@ -541,7 +559,9 @@ def _section_prediction(p: dict[str, Any], png: bytes, cmds: list[str]) -> str:
         f"<h2>4. A trained network's prediction ({html.escape(p['activation'])}, depth "
         f"{p['depth']}, width {p['width']})</h2>"
         f"<p>{html.escape(p['data'])}. Theory: the mean of fully-trained networks at infinite "
-        "width (10.40) and its 1/n correction (∞.160) (gradient descent with the learning-rate "
+        "width (10.40) and its 1/n correction (∞.160), and their spread (10.41) with its 1/n "
+        "correction (∞.166) (derived by pdlt; the book prints one term) "
+        "(gradient descent with the learning-rate "
         f"tensor (8.6), η = {p['eta']:.4g}). Experiment: {ens['size']} real networks of width "
         f"{p['width']} trained for {p['steps']} steps of full-batch gradient descent "
         f"(largest final training loss {ens['train_loss_max']:.2g}). Not included in the "
@@ -726,6 +746,10 @@ def make_report(
                     "finite_width",
                     "ensemble",
                     "ensemble_stderr",
+                    "infinite_width_std",
+                    "finite_width_std",
+                    "ensemble_std",
+                    "ensemble_std_stderr",
                 ],
                 [
                     [
@@ -736,6 +760,10 @@ def make_report(
                         pred["finite_width_mean"][b][0],
                         pred["ensemble"]["mean"][b][0],
                         pred["ensemble"]["mean_stderr"][b][0],
+                        pred["infinite_width_std"][b],
+                        None if pred["finite_width_std"] is None else pred["finite_width_std"][b],
+                        pred["ensemble"]["std"][b],
+                        pred["ensemble"]["std_stderr"][b],
                     ]
                     for b in range(len(pred["y_test"]))
                 ],
