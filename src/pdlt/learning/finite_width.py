@@ -58,13 +58,15 @@ __all__ = [
     "mean_prediction",
     "CovariancePrediction",
     "covariance_prediction",
+    "COVARIANCE_MAX_TRAIN",
     "TrainedCovariance",
     "TrainedPrediction",
     "finite_width_predict",
 ]
 
 KINDS = ("gd", "ode", "two_step")
-_COV_MAX_TRAIN = 20  # n_L N_A: four six-index projectors on combined indices, 20^6 doubles each
+#: Largest ``n_L N_A`` of :func:`covariance_prediction` (four combined six-index projectors).
+COVARIANCE_MAX_TRAIN = 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -1009,10 +1011,10 @@ def covariance_prediction(
     four = dict(zip("ABDFPQRSTU", (A, B, D, F, P, Q, R, S, T, U), strict=True))
     Hm, Gm, yt, tens = _statistics_inputs(H, ("G", G), y, n_train, n_hidden, four)
     N, n_out = Hm.shape[0], yt.shape[0]
-    if n_out * n_train > _COV_MAX_TRAIN:
+    if n_out * n_train > COVARIANCE_MAX_TRAIN:
         raise ValueError(
             f"the covariance works on combined training indices and needs (n_L N_A)^6 numbers: "
-            f"n_L N_A = {n_out * n_train} > {_COV_MAX_TRAIN} is too large"
+            f"n_L N_A = {n_out * n_train} > {COVARIANCE_MAX_TRAIN} is too large"
         )
     mom = _combined_moments(n_out, tens)
     a_ = _train_index(n_out, N, n_train)
@@ -1286,10 +1288,10 @@ def finite_width_predict(
         raise ValueError(
             f"y_train must have shape (N_A, n_L) = {(n_a, network.n_out)}, got {yt.shape}"
         )
-    small = network.n_out * n_a <= _COV_MAX_TRAIN
+    small = network.n_out * n_a <= COVARIANCE_MAX_TRAIN
     if covariance and not small:
         raise ValueError(
-            f"the covariance needs n_L N_A <= {_COV_MAX_TRAIN}, got n_L N_A = "
+            f"the covariance needs n_L N_A <= {COVARIANCE_MAX_TRAIN}, got n_L N_A = "
             f"{network.n_out * n_a}; use fewer training inputs or covariance=False"
         )
     covariance = small if covariance is None else bool(covariance)
