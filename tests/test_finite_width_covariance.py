@@ -3,7 +3,9 @@
 Expected values come from (i) the one term the book prints, (∞.167) (book.txt L37398-L37480),
 in a setting where it is the only dNTK term left; (ii) a finite difference of the
 kernel-prediction covariance for the ``G^{1}``, ``H^{1}`` parts; (iii) ensembles of real tanh
-networks trained to convergence by gradient descent (the whole correction).
+networks trained to convergence by gradient descent (the whole correction); (iv) the same
+bracket computed with every combined-index tensor formed densely (explicit Kronecker deltas),
+against the factored tensors of the implementation.
 
 (iii) Estimator.  Per network, ``f = z_B - Theta_{BA} Theta~^{-1} z_A`` is the initial output
 projected with the *infinite-width* NTK: a fixed linear map of ``z``, so its covariance is
@@ -33,7 +35,12 @@ import pytest
 
 from pdlt import Network
 from pdlt.empirical.training import train
-from pdlt.learning import algorithm_projectors, covariance_prediction, finite_width_predict
+from pdlt.learning import (
+    algorithm_projectors,
+    combine_indices,
+    covariance_prediction,
+    finite_width_predict,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,15 +109,91 @@ def test_structure_training_inputs_fit_and_symmetry(kind):
     np.testing.assert_allclose(c.leading[:, nA:, :, nA:], want, atol=1e-13)
 
 
-def test_bad_sizes_are_refused():
+def test_bad_shapes_are_refused():
     rng = np.random.default_rng(0)
     N = 3
     t = _random_tensors(rng, N)
-    with pytest.raises(ValueError, match="n_L N_A = 22 > 20"):
-        covariance_prediction(np.eye(N), np.eye(N), np.ones((11, 2)), 2, 10.0, kind="ode", **t)
+    with pytest.raises(ValueError, match="y must have shape"):
+        covariance_prediction(np.eye(N), np.eye(N), np.ones((2, 3)), 2, 10.0, kind="ode", **t)
     t["D"] = np.zeros((2, 2, 2, 2))
     with pytest.raises(ValueError, match="D must have shape"):
         covariance_prediction(np.eye(N), np.eye(N), np.ones((1, 2)), 2, 10.0, kind="ode", **t)
+
+
+def _dense_reference(H, G, y, nA, t, eta, kind):
+    """The same covariance bracket with every combined-index tensor formed densely (the
+    moments from their decompositions with explicit Kronecker deltas, the projectors on the
+    combined training index): a second route through the neuron algebra that
+    :func:`covariance_prediction` does with factored tensors.  Returns the parts."""
+    nL, N = y.shape[0], H.shape[0]
+    d = np.eye(nL)
+
+    def e4(spec, X):
+        return combine_indices(np.einsum(spec, d, d, X), 4)
+
+    o = "->wxyzabcd"
+    DD = e4("wx,yz,abcd" + o, t["A"]) + e4("wy,xz,acbd" + o, t["B"]) + e4("wz,xy,adbc" + o, t["B"])
+    DZ = e4("wx,yz,cdab" + o, t["D"]) + e4("wy,xz,cadb" + o, t["F"]) + e4("wz,xy,dacb" + o, t["F"])
+    dHz = e4("wz,xy,abcd" + o, t["P"]) + e4("wx,yz,abcd" + o, t["Q"])
+    dHz = dHz + e4("wy,xz,acbd" + o, t["Q"])
+    dI = e4("wx,yz,abcd" + o, t["R"]) + e4("wy,zx,acdb" + o, t["R"]) + e4("wz,xy,adbc" + o, t["R"])
+    dII = e4("wx,yz,abcd" + o, t["S"]) + e4("wy,zx,acdb" + o, t["T"])
+    dII = dII + e4("wz,xy,adbc" + o, t["U"])
+    A = np.array([i * N + a for i in range(nL) for a in range(nA)])
+    Hc, Gc = np.kron(d, H), np.kron(d, G)
+    Hi = np.linalg.inv(Hc[np.ix_(A, A)])
+    perp = np.eye(nL * N)
+    perp[:, A] -= Hc[:, A] @ Hi
+    Z = algorithm_projectors(Hc[np.ix_(A, A)], eta, kind)
+    yc = y.reshape(-1)
+    GJ = Gc[:, A]
+    E2 = Gc[np.ix_(A, A)] + np.outer(yc, yc)
+    E4 = np.einsum("Jd,ef->defJ", GJ, E2) + np.einsum("Je,df->defJ", GJ, E2)
+    E4 = E4 + np.einsum("Jf,de->defJ", GJ, E2)
+    ix, al = np.ix_, np.arange(nL * N)
+
+    def dntk(Zp, u):  # u[I, a, b, K]
+        return (
+            np.einsum("abcd,IabJ,cd->IJ", Zp, u, E2)
+            + np.einsum("abcd,Iabc,Jd->IJ", Zp, u[..., A], GJ)
+            + np.einsum("abcd,Iabd,Jc->IJ", Zp, u[..., A], GJ)
+        )
+
+    def ddntk(Zp, u):
+        return np.einsum("Iabc,abcdef,defJ->IJ", u, Zp, E4)
+
+    cross = {
+        "ntk_z": -np.einsum("ab,IabJ->IJ", Hi, DZ[ix(al, A, A, al)]),
+        "ntk": np.einsum("Iabc,ab,cd,Jd->IJ", DD[ix(al, A, A, A)], Hi, Hi, GJ)
+        + 0.5 * np.einsum("IaJc,ab,cd,bd->IJ", DD[ix(al, A, al, A)], Hi, Hi, E2),
+        "dntk": dntk(Z.Z_A, dHz[ix(A, al, A, al)].transpose(1, 0, 2, 3))
+        + dntk(Z.Z_B, dHz[ix(al, A, A, al)]),
+        "ddI": ddntk(Z.Z_IA, dI[ix(A, al, A, A)].transpose(1, 0, 2, 3))
+        + ddntk(Z.Z_IB, dI[ix(al, A, A, A)]),
+        "ddII": ddntk(Z.Z_IIA, dII[ix(A, A, al, A)].transpose(2, 0, 1, 3))
+        + ddntk(Z.Z_IIB, dII[ix(al, A, A, A)]),
+    }
+    out = {}
+    for k, c in cross.items():
+        pc = perp @ c @ perp.T
+        out[k] = (pc + pc.T).reshape(nL, N, nL, N)
+    return out
+
+
+@pytest.mark.parametrize(
+    "nL, nA, nB, kind", [(1, 1, 1, "gd"), (2, 2, 2, "gd"), (3, 2, 1, "ode"), (2, 3, 2, "two_step")]
+)
+def test_factored_tensors_equal_the_dense_combined_computation(nL, nA, nB, kind):
+    rng = np.random.default_rng(10 * nL + nA)
+    N = nA + nB
+    H, G = spd(N, rng, 0.7, 1.5), spd(N, rng, 0.5, 1.0)
+    y = rng.normal(size=(nL, nA))
+    t = _random_tensors(rng, N)
+    eta = 0.7 / np.linalg.eigvalsh(H[:nA, :nA])[-1] if kind == "gd" else None
+    got = covariance_prediction(H, G, y, nA, 30.0, eta=eta, kind=kind, **t)
+    want = _dense_reference(H, G, y, nA, t, eta, kind)
+    for k, w in want.items():
+        np.testing.assert_allclose(got.parts[k], w, rtol=1e-12, atol=1e-12 * np.abs(w).max())
 
 
 def _net(width, activation="tanh", depth=3):

@@ -185,14 +185,6 @@ def test_cli_predict_width(capsys, tmp_path):
     csv = tmp_path / "p.csv"
     assert main([*base, "--out", str(csv)]) == 0
     assert "finite_width_std_1" in csv.read_text().splitlines()[0]
-    capsys.readouterr()
-    import pdlt.learning.finite_width as fw_module
-
-    with pytest.MonkeyPatch.context() as mp:  # a problem too large for the covariance
-        mp.setattr(fw_module, "COVARIANCE_MAX_TRAIN", 1)
-        assert main(base) == 0
-        text = capsys.readouterr().out
-        assert "std+corr_0" not in text and "n_L N_A <= 1" in text and "mean+corr_0" in text
     for extra, msg in (
         (["--activation", "relu"], "kink"),
         (["--steps", "5"], "--steps"),

@@ -945,14 +945,7 @@ def _predict_text(
             "including the NLO NTK mean H^{1} (derived by pdlt, not in the book). "
             "Not included: O(1/n^2)"
         )
-        if fcov is None:
-            from .learning import finite_width
-
-            lines.append(
-                "std+corr: not computed (the covariance (∞.166) needs n_L N_A <= "
-                f"{finite_width.COVARIANCE_MAX_TRAIN} training outputs; use fewer --train points)"
-            )
-        else:
+        if fcov is not None:
             lines.append(
                 "std+corr: standard deviation of each test output over the ensemble to order "
                 "1/n, from the covariance (∞.166) (derived by pdlt; the book prints one term, "

@@ -26,7 +26,9 @@ Contents (spec/07 §6, §7, §11 items 7-11):
   signs of spec/07 §13.1 (book.txt L36601-L36722, L36908-L37049);
 * :func:`mean_prediction` -- the ensemble mean (∞.160)-(∞.165) with the corrections of
   spec/07 §13.1-§13.3 (book.txt L37170-L37400);
-* :func:`finite_width_predict` -- the same for a :class:`~pdlt.Network` and data, with the
+* :func:`covariance_prediction` -- the ensemble covariance (∞.166), which the book does not
+  print (it shows the term (∞.167)), derived in full (spec/07 §8.2);
+* :func:`finite_width_predict` -- both for a :class:`~pdlt.Network` and data, with the
   theory tensors from :func:`pdlt.theory.flow.flow` (spec/07 §8, §11).
 
 Notation: ``H~`` is the matrix whose inverse appears in the projectors -- the training block of
@@ -36,6 +38,7 @@ the network's own ``H-hat`` over combined indices (default, spec/07 §7.5 "per-n
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,15 +61,12 @@ __all__ = [
     "mean_prediction",
     "CovariancePrediction",
     "covariance_prediction",
-    "COVARIANCE_MAX_TRAIN",
     "TrainedCovariance",
     "TrainedPrediction",
     "finite_width_predict",
 ]
 
 KINDS = ("gd", "ode", "two_step")
-#: Largest ``n_L N_A`` of :func:`covariance_prediction` (four combined six-index projectors).
-COVARIANCE_MAX_TRAIN = 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -871,36 +871,100 @@ def mean_prediction(
 # ensemble covariance of the fully-trained outputs (∞.166), derived (spec/07 §8.2)
 
 
-def _combined_moments(n_out: int, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``n_{L-1}`` times the moments the covariance needs, on combined indices (rank 4).
+# Tensors over combined indices ``I = (i, d)`` kept factored: a sum of terms, each a product of
+# small arrays over the neuron half ("n", k) or the sample half ("s", k) of slot k -- Kronecker
+# deltas and targets ``y_{i;a}`` over neurons, the 4- and 6-index tensors over samples.  A
+# contraction over combined indices is then one einsum per combination of terms, and nothing of
+# size ``(n_L N)^4`` or ``(n_L N_A)^6`` is ever formed.
 
-    ``DD[I1..I4] = E[dH_{I1I2} dH_{I3I4}]`` (8.82), ``DZ = E[dH_{I1I2} z_{I3} z_{I4}]`` (8.67),
+_Factor = tuple[np.ndarray, tuple[tuple[str, int], ...]]
+
+
+@dataclass(frozen=True)
+class _Factored:
+    """``T = sum_terms prod_factors``, of ``rank`` combined slots."""
+
+    rank: int
+    terms: tuple[tuple[_Factor, ...], ...]
+
+    def __add__(self, other: _Factored) -> _Factored:
+        return _Factored(self.rank, self.terms + other.terms)
+
+    def permuted(self, order: tuple[int, ...]) -> _Factored:
+        """Slot ``k`` of the result is slot ``order[k]`` of ``self``."""
+        new = {old: k for k, old in enumerate(order)}
+        return _Factored(
+            self.rank,
+            tuple(
+                tuple((a, tuple((h, new[s]) for h, s in ax)) for a, ax in term)
+                for term in self.terms
+            ),
+        )
+
+    def outer(self, other: _Factored) -> _Factored:
+        shift = self.rank
+        return _Factored(
+            self.rank + other.rank,
+            tuple(
+                t1 + tuple((a, tuple((h, s + shift) for h, s in ax)) for a, ax in t2)
+                for t1 in self.terms
+                for t2 in other.terms
+            ),
+        )
+
+
+def _delta_kron(pairs: tuple[tuple[int, int], ...], sample: np.ndarray, n_out: int) -> _Factored:
+    """``prod delta_{i_p i_q}`` over the neuron halves of ``pairs`` times ``sample``."""
+    eye = np.eye(n_out)
+    term = tuple((eye, (("n", p), ("n", q))) for p, q in pairs)
+    ax = tuple(("s", k) for k in range(sample.ndim))
+    return _Factored(sample.ndim, (term + ((sample, ax),),))
+
+
+def _targets_outer(y: np.ndarray) -> _Factored:
+    """``y_{i1;a1} y_{i2;a2}``, ``y`` of shape ``(n_L, N_A)``."""
+    return _Factored(2, (((y, (("n", 0), ("s", 0))), (y, (("n", 1), ("s", 1)))),))
+
+
+def _contract(spec: str, *ops: _Factored) -> np.ndarray:
+    """``einsum`` over combined letters; the result has the neuron halves of the output letters
+    first, then their sample halves."""
+    ins, out = spec.split("->")
+    letters = ins.split(",")
+    ids = {c: 2 * k for k, c in enumerate(dict.fromkeys(spec.replace(",", "").replace("->", "")))}
+    half = {"n": 0, "s": 1}
+    out_sub = [ids[c] for c in out] + [ids[c] + 1 for c in out]
+    total = None
+    for combo in itertools.product(*(op.terms for op in ops)):
+        args: list[Any] = []
+        for lets, term in zip(letters, combo, strict=True):
+            for arr, ax in term:
+                args += [arr, [ids[lets[s]] + half[h] for h, s in ax]]
+        val = np.einsum(*args, out_sub, optimize="greedy")
+        total = val if total is None else total + val
+    assert total is not None
+    return total
+
+
+def _factored_moments(n_out: int, t: dict[str, np.ndarray]) -> dict[str, _Factored]:
+    """``n_{L-1}`` times the moments the covariance needs, factored (rank 4 each).
+
+    ``DD = E[dH_{I1I2} dH_{I3I4}]`` (8.82), ``DZ = E[dH_{I1I2} z_{I3} z_{I4}]`` (8.67),
     ``dHz = E[dH-hat_{I0I1I2} z_{I3}]`` (11.45), ``dI = E[ddI]`` (∞.11), ``dII = E[ddII]``
     (∞.12); ``dH = H-hat - E[H-hat]``.  The sample slots follow each tensor's own decomposition
     (``D_{abcd}``: ``z_a z_b`` then ``H_cd``; ``F_{abcd} = N E[z_{i;a} H_{ij;bd} z_{j;c}]``).
     """
-    d = np.eye(n_out)
 
-    def e4(spec: str, X: np.ndarray) -> np.ndarray:
-        return combine_indices(np.einsum(spec, d, d, X), 4)
+    def k(pairs: tuple[tuple[int, int], ...], X: np.ndarray, order: str) -> _Factored:
+        return _delta_kron(pairs, np.einsum(f"abcd->{order}", X), n_out)
 
-    o = "->wxyzabcd"
+    p01_23, p02_13, p03_12 = ((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))
     return {
-        "DD": e4("wx,yz,abcd" + o, t["A"])
-        + e4("wy,xz,acbd" + o, t["B"])
-        + e4("wz,xy,adbc" + o, t["B"]),
-        "DZ": e4("wx,yz,cdab" + o, t["D"])
-        + e4("wy,xz,cadb" + o, t["F"])
-        + e4("wz,xy,dacb" + o, t["F"]),
-        "dHz": e4("wz,xy,abcd" + o, t["P"])
-        + e4("wx,yz,abcd" + o, t["Q"])
-        + e4("wy,xz,acbd" + o, t["Q"]),
-        "dI": e4("wx,yz,abcd" + o, t["R"])
-        + e4("wy,zx,acdb" + o, t["R"])
-        + e4("wz,xy,adbc" + o, t["R"]),
-        "dII": e4("wx,yz,abcd" + o, t["S"])
-        + e4("wy,zx,acdb" + o, t["T"])
-        + e4("wz,xy,adbc" + o, t["U"]),
+        "DD": k(p01_23, t["A"], "abcd") + k(p02_13, t["B"], "acbd") + k(p03_12, t["B"], "acdb"),
+        "DZ": k(p01_23, t["D"], "cdab") + k(p02_13, t["F"], "bdac") + k(p03_12, t["F"], "bdca"),
+        "dHz": k(p03_12, t["P"], "abcd") + k(p01_23, t["Q"], "abcd") + k(p02_13, t["Q"], "acbd"),
+        "dI": k(p01_23, t["R"], "abcd") + k(p02_13, t["R"], "adbc") + k(p03_12, t["R"], "acdb"),
+        "dII": k(p01_23, t["S"], "abcd") + k(p02_13, t["T"], "adbc") + k(p03_12, t["U"], "acdb"),
     }
 
 
@@ -1005,71 +1069,64 @@ def covariance_prediction(
 
     Notes
     -----
-    Works on combined indices: the six-index projectors have ``(n_L N_A)^6`` entries, so the
-    size is limited to ``n_L N_A <= 20`` (as the mean's projectors, ``N_A <= 20``, for one output).
+    Works with the combined (neuron, sample) tensors factored into Kronecker deltas, targets
+    and sample tensors (``_Factored``), so the cost is that of the mean: the six-index
+    projectors on the ``N_A`` training samples, whatever ``n_L``.
     """
     four = dict(zip("ABDFPQRSTU", (A, B, D, F, P, Q, R, S, T, U), strict=True))
     Hm, Gm, yt, tens = _statistics_inputs(H, ("G", G), y, n_train, n_hidden, four)
     N, n_out = Hm.shape[0], yt.shape[0]
-    if n_out * n_train > COVARIANCE_MAX_TRAIN:
-        raise ValueError(
-            f"the covariance works on combined training indices and needs (n_L N_A)^6 numbers: "
-            f"n_L N_A = {n_out * n_train} > {COVARIANCE_MAX_TRAIN} is too large"
+    mom = _factored_moments(n_out, tens)
+    A_ = slice(0, n_train)
+    solver = SPDSolver(Hm[A_, A_], name="H~ (training block of the NTK mean)")
+    Z = algorithm_projectors(Hm[A_, A_], eta, kind)  # samples only: the neurons are deltas
+    perp_s = np.eye(N)
+    perp_s[:, A_] -= solver.solve(Hm[A_, :]).T
+
+    def dk(pairs: tuple[tuple[int, int], ...], X: np.ndarray) -> _Factored:
+        return _delta_kron(pairs, X, n_out)
+
+    Hi = dk(((0, 1),), solver.inverse())
+    GJ = dk(((0, 1),), Gm[:, A_])  # G_{J a}
+    E2 = dk(((0, 1),), Gm[A_, A_]) + _targets_outer(yt)  # E[eps_a eps_b]
+    # E[eps_d eps_e eps_f z_J] (Gaussian z at this order), slots (d, e, f, J)
+    GE = GJ.outer(E2)  # (J, d, e, f)
+    E4 = GE.permuted((1, 2, 3, 0)) + GE.permuted((2, 1, 3, 0)) + GE.permuted((2, 3, 1, 0))
+    ZA, ZB = dk(((0, 2), (1, 3)), Z.Z_A), dk(((0, 2), (1, 3)), Z.Z_B)
+    six = ((0, 3), (1, 4), (2, 5))
+    ZIA, ZIB, ZIIA, ZIIB = (dk(six, z) for z in (Z.Z_IA, Z.Z_IB, Z.Z_IIA, Z.Z_IIB))
+
+    def sl(name: str, slots: str) -> _Factored:  # restrict the sample halves: D = all, A = train
+        T = mom[name]
+        cut = tuple(slice(None) if c == "D" else A_ for c in slots)
+        terms = tuple(
+            tuple((a, ax) if ax[0][0] == "n" else (a[cut], ax) for a, ax in term)
+            for term in T.terms
         )
-    mom = _combined_moments(n_out, tens)
-    a_ = _train_index(n_out, N, n_train)
-    eye = np.eye(n_out)
-    Hc, Gc = np.kron(eye, Hm), np.kron(eye, Gm)
-    solver = SPDSolver(Hc[np.ix_(a_, a_)], name="H~ (training block of the NTK mean)")
-    Hi = solver.inverse()
-    perp = np.eye(n_out * N)
-    perp[:, a_] -= solver.solve(Hc[a_, :]).T
-    Z = algorithm_projectors(Hc[np.ix_(a_, a_)], eta, kind)
-    yc = yt.reshape(-1)
-    GJ = Gc[:, a_]  # G_{J a}
-    E2 = Gc[np.ix_(a_, a_)] + np.outer(yc, yc)  # E[eps_a eps_b]
-    # E[eps_d eps_e eps_f z_J] (Gaussian z at this order)
-    E4 = (
-        np.einsum("Jd,ef->defJ", GJ, E2)
-        + np.einsum("Je,df->defJ", GJ, E2)
-        + np.einsum("Jf,de->defJ", GJ, E2)
-    )
-    ix = np.ix_
-    all_ = np.arange(n_out * N)
-    DD, DZ, dHz = mom["DD"], mom["DZ"], mom["dHz"]
-    dI, dII = mom["dI"], mom["dII"]
-    dHzA = dHz[ix(a_, all_, a_, all_)]  # [a, I, b, J]: the Z_A slot
-    dHzB = dHz[ix(all_, a_, a_, all_)]  # [I, a, b, J]: the Z_B slot
+        return _Factored(T.rank, terms)
 
-    def dntk(Zp: np.ndarray, t: np.ndarray) -> np.ndarray:  # t[I, a, b, K]
-        return (
-            np.einsum("abcd,IabJ,cd->IJ", Zp, t, E2)
-            + np.einsum("abcd,Iabc,Jd->IJ", Zp, t[..., a_], GJ)
-            + np.einsum("abcd,Iabd,Jc->IJ", Zp, t[..., a_], GJ)
-        )
-
-    def ddntk(Zp: np.ndarray, t: np.ndarray) -> np.ndarray:  # t[I, a, b, c]
-        return np.einsum("Iabc,abcJ->IJ", t, np.tensordot(Zp, E4, axes=3))
-
-    cross = {  # n Cov(u_I, z_J), un-projected
-        "ntk_z": -np.einsum("ab,IabJ->IJ", Hi, DZ[ix(all_, a_, a_, all_)]),
-        "ntk": np.einsum("Iabc,ab,cd,Jd->IJ", DD[ix(all_, a_, a_, a_)], Hi, Hi, GJ),
-        "dntk": dntk(Z.Z_A, dHzA.transpose(1, 0, 2, 3)) + dntk(Z.Z_B, dHzB),
-        "ddI": ddntk(Z.Z_IA, dI[ix(a_, all_, a_, a_)].transpose(1, 0, 2, 3))
-        + ddntk(Z.Z_IB, dI[ix(all_, a_, a_, a_)]),
-        "ddII": ddntk(Z.Z_IIA, dII[ix(a_, a_, all_, a_)].transpose(2, 0, 1, 3))
-        + ddntk(Z.Z_IIB, dII[ix(all_, a_, a_, a_)]),
+    c = _contract
+    cross = {  # n Cov(u_I, z_J), un-projected, [i, j, d_I, d_J]
+        "ntk_z": -c("ab,IabJ->IJ", Hi, sl("DZ", "DAAD")),
+        "ntk": c("Iabc,ab,cd,Jd->IJ", sl("DD", "DAAA"), Hi, Hi, GJ),
+        "dntk": c("aIbJ,abcd,cd->IJ", sl("dHz", "ADAD"), ZA, E2)
+        + c("aIbc,abcd,Jd->IJ", sl("dHz", "ADAA"), ZA, GJ)
+        + c("aIbd,abcd,Jc->IJ", sl("dHz", "ADAA"), ZA, GJ)
+        + c("IabJ,abcd,cd->IJ", sl("dHz", "DAAD"), ZB, E2)
+        + c("Iabc,abcd,Jd->IJ", sl("dHz", "DAAA"), ZB, GJ)
+        + c("Iabd,abcd,Jc->IJ", sl("dHz", "DAAA"), ZB, GJ),
+        "ddI": c("aIbc,abcdef,defJ->IJ", sl("dI", "ADAA"), ZIA, E4)
+        + c("Iabc,abcdef,defJ->IJ", sl("dI", "DAAA"), ZIB, E4),
+        "ddII": c("abIc,abcdef,defJ->IJ", sl("dII", "AADA"), ZIIA, E4)
+        + c("Iabc,abcdef,defJ->IJ", sl("dII", "DAAA"), ZIIB, E4),
     }
-    u1u1 = np.einsum("IaJc,ab,cd,bd->IJ", DD[ix(all_, a_, all_, a_)], Hi, Hi, E2)
-    shape = (n_out, N, n_out, N)
+    cross["ntk"] = cross["ntk"] + 0.5 * c("IaJc,ab,cd,bd->IJ", sl("DD", "DADA"), Hi, Hi, E2)
     parts = {}
-    for k, c in cross.items():
-        pc = perp @ c @ perp.T
-        if k == "ntk":
-            pc = pc + 0.5 * perp @ u1u1 @ perp.T
-        parts[k] = (pc + pc.T).reshape(shape)
-    leading = perp @ Gc @ perp.T
-    leading = (0.5 * (leading + leading.T)).reshape(shape)  # symmetric to the last bit
+    for k, X in cross.items():
+        pc = np.einsum("ijpq,dp,eq->idje", X, perp_s, perp_s)
+        parts[k] = pc + pc.transpose(2, 3, 0, 1)
+    lead = perp_s @ Gm @ perp_s.T
+    leading = np.einsum("ij,de->idje", np.eye(n_out), 0.5 * (lead + lead.T))
     return CovariancePrediction(
         covariance=leading + sum(parts.values()) / float(n_hidden),
         leading=leading,
@@ -1215,7 +1272,7 @@ def finite_width_predict(
     *,
     eta: float | None = None,
     kind: str = "gd",
-    covariance: bool | None = None,
+    covariance: bool = True,
 ) -> TrainedPrediction:
     """Mean and covariance of the test predictions of fully-trained networks of finite width,
     to order 1/n (∞.160), (∞.166).
@@ -1255,9 +1312,8 @@ def finite_width_predict(
         Global learning rate of gradient descent with the learning-rate tensor (8.6).  Default
         for ``kind="gd"``: ``1/lambda_max(Theta~)``, the default of :func:`pdlt.train`.
     kind : {"gd", "ode", "two_step"}
-    covariance : bool, optional
-        Compute the covariance too (it needs ``G1, D, F`` besides, and works on combined
-        training indices: ``n_L N_A <= 20``).  Default: when ``n_L N_A <= 20``.
+    covariance : bool
+        Compute the covariance too (it needs ``G1, D, F`` of the flow besides).
 
     Returns
     -------
@@ -1288,13 +1344,6 @@ def finite_width_predict(
         raise ValueError(
             f"y_train must have shape (N_A, n_L) = {(n_a, network.n_out)}, got {yt.shape}"
         )
-    small = network.n_out * n_a <= COVARIANCE_MAX_TRAIN
-    if covariance and not small:
-        raise ValueError(
-            f"the covariance needs n_L N_A <= {COVARIANCE_MAX_TRAIN}, got n_L N_A = "
-            f"{network.n_out * n_a}; use fewer training inputs or covariance=False"
-        )
-    covariance = small if covariance is None else bool(covariance)
     fields = ("K", "Theta", "H1", "A", "B", "P", "Q", "R", "S", "T", "U")
     if covariance:
         fields += ("G1", "D", "F")
