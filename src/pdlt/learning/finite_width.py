@@ -880,7 +880,7 @@ def mean_prediction(
 _Factor = tuple[np.ndarray, tuple[tuple[str, int], ...]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Factored:
     """``T = sum_terms prod_factors``, of ``rank`` combined slots."""
 
@@ -934,16 +934,16 @@ def _contract(spec: str, *ops: _Factored) -> np.ndarray:
     ids = {c: 2 * k for k, c in enumerate(dict.fromkeys(spec.replace(",", "").replace("->", "")))}
     half = {"n": 0, "s": 1}
     out_sub = [ids[c] for c in out] + [ids[c] + 1 for c in out]
-    total = None
-    for combo in itertools.product(*(op.terms for op in ops)):
+
+    def one(combo: tuple[tuple[_Factor, ...], ...]) -> np.ndarray:
         args: list[Any] = []
         for lets, term in zip(letters, combo, strict=True):
             for arr, ax in term:
                 args += [arr, [ids[lets[s]] + half[h] for h, s in ax]]
-        val = np.einsum(*args, out_sub, optimize="greedy")
-        total = val if total is None else total + val
-    assert total is not None
-    return total
+        return np.einsum(*args, out_sub, optimize="greedy")
+
+    combos = itertools.product(*(op.terms for op in ops))
+    return np.sum([one(combo) for combo in combos], axis=0)
 
 
 def _factored_moments(n_out: int, t: dict[str, np.ndarray]) -> dict[str, _Factored]:
@@ -987,7 +987,7 @@ class CovariancePrediction:
         fluctuation correlated with the initial outputs), ``"ntk"`` (``A, B``), ``"dntk"``
         (``P, Q`` with ``Z_A, Z_B``), ``"ddI"`` (``R``), ``"ddII"`` (``S, T, U``).
     projectors : Projectors
-        On combined training indices.
+        On the training samples (the neurons enter as Kronecker deltas).
     """
 
     covariance: np.ndarray
