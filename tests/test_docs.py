@@ -49,6 +49,10 @@ def test_finite_width_covariance_example_runs(tmp_path, capsys):
         np.testing.assert_allclose(parts[0], parts[1] + parts[2], atol=1e-10)
         theory = [np.asarray(r[k]["n_theory"]) for k in ("total", "free", "interaction")]
         np.testing.assert_allclose(theory[0], theory[1] + theory[2], atol=1e-12)
+    # the paired algorithm comparison trains the same networks twice
+    p = mod["paired"]("tanh", 16, 30, 0, 0.5, 60)
+    assert np.asarray(p["n_meas"]).shape == (4, 4) and p["loss"] < 1e-3
+    assert np.abs(np.asarray(p["n_theory"])).max() > 0  # the algorithms differ at 1/n
 
 
 def _python_blocks(path: Path) -> list[str]:
