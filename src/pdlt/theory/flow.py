@@ -29,7 +29,12 @@ from .dntk import DntkMoments, dntk_moments, dntk_step
 from .four_point import _MOMENT_CACHE_SIZE, four_point_moments, nlo_metric_step, vertex_step
 from .kernel import arc_cosine_flow, gamma_components, helpers, kernel_flow
 from .ntk import nlo_ntk_step, ntk_step
-from .residual import residual_nlo_metric, residual_vertex, residual_vertex_inputs
+from .residual import (
+    residual_nlo_metric,
+    residual_ntk_statistics,
+    residual_vertex,
+    residual_vertex_inputs,
+)
 
 __all__ = [
     "flow",
@@ -176,6 +181,13 @@ _NTK_DEPS = {"Theta": set(), "B": {"Theta"}, "F": {"Theta"}, "D": {"Theta"}, "A"
 
 def _ntk(ctx: _Context, wanted: set[str]) -> dict[str, np.ndarray]:
     net, K = ctx.network, ctx.values["K"]
+    if net.residual and wanted - {"Theta"}:
+        # a neuron's own past NTK and preactivations are carried forward: the covariance
+        # functional on the extended (z, zeta, zeta') state, every wanted field in one pass
+        _resolve(ctx, "Theta")
+        names = tuple(sorted((ctx.wanted | wanted) & {"A", "B", "D", "F"}))
+        args = (net.C_W, net.lambda_W, net.gamma, names)
+        return residual_ntk_statistics(net.activation, K, ctx.values["Theta"], *args)
     L, N = net.depth, K.shape[1]
     names = set(wanted)
     for w in wanted:
@@ -398,21 +410,34 @@ def _prefetch_four_point(ctx: _Context, names: Sequence[str]) -> None:
         four_point_moments(act, K, orders)
 
 
-_RESIDUAL_FIELDS = ("K", "chi_parallel", "chi_perp", "K_gamma", "Theta", "V", "G1")
+_RESIDUAL_FIELDS = (
+    "K",
+    "chi_parallel",
+    "chi_perp",
+    "K_gamma",
+    "Theta",
+    "V",
+    "G1",
+    "A",
+    "B",
+    "D",
+    "F",
+)
 
 
 def _check_residual(network: Network, inputs: Inputs, fields: Sequence[str]) -> None:
     """Refuse what is not known for residual networks (appendix B): the book extends only K
-    (B.11) and the vertex (B.25)-(B.26); Theta follows from (B.3) at leading order, and the
-    vertex (corrected, spec/08 §3.4; several inputs: :func:`residual_vertex_inputs`) needs
-    equal hidden widths."""
+    (B.11) and the vertex (B.25)-(B.26); Theta follows from (B.3) at leading order; the vertex
+    (corrected, spec/08 §3.4; several inputs: :func:`residual_vertex_inputs`), G1 and the NTK
+    statistics (:func:`residual_ntk_statistics`) are derived here and need equal hidden
+    widths."""
     other = [f for f in fields if f not in _RESIDUAL_FIELDS]
     if other:
         raise ValueError(
             f"{', '.join(other)}: not available for residual networks (gamma != 0); the "
             f"residual theory covers {', '.join(_RESIDUAL_FIELDS)} (appendix B)"
         )
-    for name in ("V", "G1"):
+    for name in ("V", "G1", "A", "B", "D", "F"):
         if name in fields and len(set(network.hidden_widths)) > 1:
             raise ValueError(f"{name} of a residual network needs equal hidden widths")
     act = network.activation

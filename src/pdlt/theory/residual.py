@@ -1,4 +1,4 @@
-r"""Residual MLPs (appendix B): the four-point vertex of a residual network.
+r"""Residual MLPs (appendix B): the four-point vertex, NLO metric and NTK statistics.
 
 A residual layer computes ``z^(l+1) = b + W sigma(z^(l)) + gamma z^(l)`` (B.3); the kernel
 and NTK recursions only gain ``gamma^2 K^(l)`` and ``gamma^2 Theta^(l)`` (B.11) (see
@@ -28,7 +28,9 @@ function analytic in a strip decay like ``exp(-c sqrt(a))``, so ``a_max = 40`` w
 
 Several inputs: :func:`residual_vertex_inputs` carries the covariance of arbitrary functions of
 two neurons down the layers instead of modes; for one input it equals the mode recursion
-(tested), for ``gamma = 0`` the vanilla (4.119).
+(tested), for ``gamma = 0`` the vanilla (4.119).  :func:`residual_nlo_metric` gives ``G^{1}``
+by the same conditioning, and :func:`residual_ntk_statistics` the NTK statistics A, B, D, F:
+the same functional on the neuron state extended by two tangents, whose covariance is the NTK.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ from .four_point import (
     half_projector,
     nlo_shift,
 )
-from .kernel import helpers, mixed_pair_moments
+from .kernel import helpers, mixed_pair_moments, pair_moments
 
 __all__ = [
     "sigma_squared_modes",
     "residual_vertex",
     "residual_vertex_inputs",
     "residual_nlo_metric",
+    "residual_ntk_statistics",
     "A_MAX",
 ]
 
@@ -489,3 +492,339 @@ def _cross_layer(
         for x, y in sym:
             out[x, y, c, d] = out[x, y, d, c] = val
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# the NTK statistics A, B, D, F: the covariance functional on an extended neuron state
+
+_TYPES = {"V": 1, "D": 2, "F": 2, "A": 3, "B": 3}
+"""How many coordinate types each field needs: ``z``; ``z, zeta``; ``z, zeta, zeta'``."""
+
+
+def residual_ntk_statistics(
+    act: Activation,
+    K: np.ndarray,
+    Theta: np.ndarray,
+    C_W: np.ndarray,
+    lambda_W: np.ndarray,
+    gamma: np.ndarray,
+    fields: tuple[str, ...] = ("A", "B", "D", "F"),
+) -> dict[str, np.ndarray]:
+    r"""``V``, ``A``, ``B``, ``D``, ``F`` of a residual MLP at every layer, N inputs.
+
+    The book gives the NTK statistics only for vanilla MLPs (8.77)-(8.97); with an identity
+    branch a neuron's own past NTK and preactivations are carried forward, and the vanilla
+    recursions miss the same-neuron correlations across layers (as (B.25) does for ``V``,
+    spec/08 §3.4).  Derived here by writing the NTK as a covariance over a random tangent:
+    for ``eps`` a Gaussian direction in parameter space with variances ``lambda_b`` and
+    ``lambda_W/n`` (the learning rates), the tangent ``zeta = J eps`` obeys
+    ``zeta'_i = eps_b + sum_j eps_W,ij s_j + sum_j W_ij s'_j zeta_j + gamma zeta_i`` and
+    ``H-hat_{i1 i2} = E_eps[zeta_i1 zeta_i2]`` (8.12).  With a second independent tangent
+    ``zeta'`` (replica), the per-neuron state ``Y = (z, zeta, zeta')`` of ``3N`` coordinates
+    is again a residual network: conditional on layer ``l``, ``Y^(l+1)_i = gamma Y^(l)_i +
+    U_i`` with ``U_i`` i.i.d. Gaussian of covariance ``C + (1/n) sum_j Phi(Y_j)``,
+
+    .. math::
+
+        \Phi_{z_a z_b} = C_W s_a s_b,\quad \Phi_{z_a \zeta_b} = C_W s_a s'_b \zeta_b,\quad
+        \Phi_{\zeta_a \zeta_b} = C_W s'_a s'_b \zeta_a \zeta_b + \lambda_W s_a s_b,\quad
+        \Phi_{\zeta_a \zeta'_b} = C_W s'_a s'_b \zeta_a \zeta'_b,
+
+    so the connected four-point function of ``Y`` is the four-point vertex ``V_ext`` of this
+    network, computed by the covariance functional of :func:`residual_vertex_inputs` with
+    ``Sigma`` replaced by ``Phi``.  Then, with the storage of :mod:`pdlt.theory.ntk`,
+    ``D[c,d,a,b] = V_ext[z_c, z_d, zeta_a, zeta_b]``,
+    ``F[c,a,d,b] = V_ext[z_c, zeta_a, z_d, zeta_b]``,
+    ``A[a,b,c,d] = V_ext[zeta_a, zeta_b, zeta'_c, zeta'_d]`` and
+    ``B[a,b,c,d] = V_ext[zeta_a, zeta'_b, zeta_c, zeta'_d]`` (the tangents are linear in
+    ``eps``, so ``E_eps[zeta zeta zeta zeta]`` is a sum of three NTK products and the two
+    replicas separate A from B).  At leading order one neuron's ``Y`` is Gaussian with
+    ``Cov(z, zeta) = 0``, ``Cov(zeta_a, zeta_b) = Theta_ab``, ``Cov(zeta, zeta') = 0``, and
+    across layers ``Cov(Y^(p), Y^(m)) = (prod_{q=m+1}^p gamma_q) Cov(Y^(m), Y^(m))``; the
+    ``zeta`` are integrated in closed form (Wick), the ``z`` by :func:`four_point_moments`.
+    At ``gamma = 0`` this reproduces the vanilla (8.77)-(8.97) (tested), and its ``V`` block
+    is :func:`residual_vertex_inputs`.
+
+    Parameters
+    ----------
+    act : Activation
+    K, Theta : ndarray, shape (L, N, N)
+        The kernel and the frozen NTK at every layer.
+    C_W, lambda_W, gamma : ndarray, shape (L,)
+        Per-layer hyperparameters; step ``l -> l+1`` uses entry ``l``.
+    fields : tuple of str
+        Among ``V``, ``A``, ``B``, ``D``, ``F``.
+
+    Returns
+    -------
+    dict of str to ndarray, each of shape (L, N, N, N, N)
+        Layer 1 is zero.  Equal hidden widths.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    Theta = np.asarray(Theta, dtype=np.float64)
+    L, N = K.shape[0], K.shape[1]
+    n_types = max(_TYPES[f] for f in fields)
+    Vx = np.zeros((L,) + (n_types * N,) * 4)
+    for m, C in _extended_covariances(act, K, Theta, C_W, lambda_W, gamma, n_types):
+        Vx[m] = C.get("Q", "Q")
+    z, h, h2 = (slice(t * N, (t + 1) * N) for t in range(3))
+    views = {
+        "V": lambda x: x[:, z, z, z, z],
+        "D": lambda x: x[:, z, z, h, h],
+        "F": lambda x: x[:, z, h, z, h],
+        "A": lambda x: x[:, h, h, h2, h2],
+        "B": lambda x: x[:, h, h2, h, h2],
+    }
+    return {f: np.ascontiguousarray(views[f](Vx)) for f in fields}
+
+
+def _extended_covariances(
+    act: Activation,
+    K: np.ndarray,
+    Theta: np.ndarray,
+    C_W: np.ndarray,
+    lambda_W: np.ndarray,
+    gamma: np.ndarray,
+    n_types: int,
+):
+    """The covariance functional of :func:`_neuron_covariances` on the extended state.
+
+    Labels: ``"Q"`` (``Y_alpha Y_beta``) and ``p`` (``Phi^(p)`` carried down); values are
+    dense ``(M, M, M, M)`` tensors, ``M = n_types N``.  Yields ``(m, C)`` for ``m = 0..L-1``.
+    """
+    L, N = K.shape[0], K.shape[1]
+    cw = np.asarray(C_W, dtype=np.float64)
+    lw = np.asarray(lambda_W, dtype=np.float64)
+    gam = np.asarray(gamma, dtype=np.float64)
+    M = n_types * N
+    Kx = np.zeros((L, M, M))
+    for t in range(n_types):
+        Kx[:, t * N : (t + 1) * N, t * N : (t + 1) * N] = K if t == 0 else Theta
+    # Phi^(p) feeds layer p + 1: hyperparameters of entry p + 1
+    J = {p: _phi_jacobian(act, K[p], Theta[p], cw[p + 1], lw[p + 1], n_types) for p in range(L - 1)}
+    values: dict = {}
+    zero = np.zeros((M,) * 4)
+    for m in range(L):
+        C = _ExtendedCovariances(values, zero)
+        yield m, C
+        if m == L - 1:
+            return
+        g = gam[m + 1]
+        labels: list = ["Q"] + list(range(m, L - 1))
+        feats_m = _phi_features(cw[m + 1], lw[m + 1], n_types)
+        kappa = {"Q": 2.0 * np.einsum("ae,bh,cdeh->abcd", Kx[m], Kx[m], J[m], optimize=True)}
+        for p in range(m, L - 1):
+            Gam = _gain(gam, p, m)
+            if p > m and Gam == 0.0:
+                kappa[p] = zero
+                continue
+            feats_p = _phi_features(cw[p + 1], lw[p + 1], n_types)
+            kappa[p] = _cross_layer_extended(
+                act, K[p], K[m], Theta[p], Theta[m], Gam, feats_p, feats_m, n_types, p == m
+            )
+        X = {A: (g**2 if A == "Q" else 1.0) * (kappa[A] + C.get(A, m)) for A in labels}
+        XSS = kappa[m] + C.get(m, m)
+        new_labels = ["Q"] + list(range(m + 1, L - 1))
+        f = {A: g**2 if A == "Q" else 1.0 for A in new_labels}
+        Dn = {A: None if A == "Q" else _gain(gam, A, m + 1) ** 2 * J[A] for A in new_labels}
+        new = {}
+        for a, A in enumerate(new_labels):
+            for B in new_labels[a:]:
+                term = f[A] * f[B] * C.get(A, B)
+                term = term + _dense_last(Dn[B], X[A])
+                term = term + _dense_first(Dn[A], X[B].transpose(2, 3, 0, 1))
+                term = term + _dense_first(Dn[A], _dense_last(Dn[B], XSS))
+                new[(A, B)] = term
+        values = new
+
+
+class _ExtendedCovariances:
+    """``C^(m)[A, B]`` on the extended state (``[alpha, beta, gamma, delta]``: ``A`` with
+    ``B``)."""
+
+    def __init__(self, values: dict, zero: np.ndarray) -> None:
+        self.values, self.zero = values, zero
+
+    def get(self, A, B) -> np.ndarray:
+        if (A, B) in self.values:
+            return self.values[(A, B)]
+        if (B, A) in self.values:
+            return self.values[(B, A)].transpose(2, 3, 0, 1)
+        return self.zero
+
+
+def _dense_first(J: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+    """``sum_{gd} J[a, b, g, d] X[g, d, ...]``; ``None`` is the identity (``f = Y Y``)."""
+    return X if J is None else np.tensordot(J, X, axes=([2, 3], [0, 1]))
+
+
+def _dense_last(J: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+    """``sum_{gd} X[..., g, d] J[a, b, g, d]``."""
+    return X if J is None else np.tensordot(X, J, axes=([2, 3], [2, 3]))
+
+
+def _phi_features(C_W: float, lam_W: float, n_types: int) -> list[dict]:
+    """Per coordinate type, its features ``k -> (coefficient, derivative order, tangent)``:
+    ``Phi_{alpha beta} = sum_k f^k_alpha f^k_beta``.  Type 0 is ``z`` (``sqrt(C_W) s``); a
+    tangent type ``t`` has ``sqrt(C_W) s' zeta_t`` (feature ``"W"``, shared with ``z``: the
+    same weights) and ``sqrt(lambda_W) s`` (feature ``t``: its own direction ``eps_W``)."""
+    cw, lw = math.sqrt(C_W), math.sqrt(lam_W)
+    feats = [{"W": (cw, 0, None)}]
+    for t in range(1, n_types):
+        feats.append({"W": (cw, 1, t), t: (lw, 0, None)})
+    return feats
+
+
+def _phi_terms(feats: list[dict], t1: int, t2: int) -> list[tuple[float, tuple, tuple]]:
+    """``Phi_{t1, t2}`` as ``[(c, (order, tangent), (order, tangent))]``."""
+    return [
+        (feats[t1][k][0] * feats[t2][k][0], feats[t1][k][1:], feats[t2][k][1:])
+        for k in feats[t1]
+        if k in feats[t2]
+    ]
+
+
+def _place(T: np.ndarray, i: int, j: int, N: int) -> np.ndarray:
+    """The matrix ``T[x_i, x_j]`` broadcast over four sample axes (``i < j``)."""
+    shape = [1, 1, 1, 1]
+    shape[i] = shape[j] = N
+    return T.reshape(shape)
+
+
+def _wick(tangents: list, cov) -> np.ndarray | float:
+    """``E[prod zeta]`` over the slots that carry a tangent (Wick); ``cov(i, j)`` the
+    covariance of slots ``i < j`` (0 for different replicas)."""
+    slots = [i for i, t in enumerate(tangents) if t is not None]
+    if not slots:
+        return 1.0
+    if len(slots) % 2:
+        return 0.0
+
+    def pair(i: int, j: int):
+        return cov(i, j) if tangents[i] == tangents[j] else 0.0
+
+    if len(slots) == 2:
+        return pair(*slots)
+    a, b, c, d = slots
+    return pair(a, b) * pair(c, d) + pair(a, c) * pair(b, d) + pair(a, d) * pair(b, c)
+
+
+def _cross_layer_extended(
+    act: Activation,
+    Kp: np.ndarray,
+    Km: np.ndarray,
+    Theta_p: np.ndarray,
+    Theta_m: np.ndarray,
+    Gam: float,
+    feats_p: list[dict],
+    feats_m: list[dict],
+    n_types: int,
+    same: bool,
+) -> np.ndarray:
+    """``Cov(Phi^(p)_{alpha beta}(Y^(p)), Phi^(m)_{gamma delta}(Y^(m)))`` for one neuron.
+
+    Slots 0, 1 at layer ``p``, slots 2, 3 at layer ``m <= p``; ``Cov(z^(p)_a, z^(m)_c) = Gam
+    K^(m)_ac`` and ``Cov(zeta^(p)_a, zeta^(m)_c) = Gam Theta^(m)_ac`` (one replica).
+    """
+    N = Km.shape[0]
+    M = n_types * N
+    if same:
+        Kaug = Km
+    else:
+        Kaug = np.block([[Kp, Gam * Km], [Gam * Km, Km]])
+
+    def cov(i: int, j: int) -> np.ndarray:
+        if j <= 1:
+            return _place(Theta_p, i, j, N)
+        if i >= 2:
+            return _place(Theta_m, i, j, N)
+        return Gam * _place(Theta_m, i, j, N)
+
+    def cov_p(i: int, j: int) -> np.ndarray:
+        return _place(Theta_p, i, j, N)
+
+    orders = [(a, b, c, d) for a in (0, 1) for b in (0, 1) for c in (0, 1) for d in (0, 1)]
+    four = dict(zip(orders, four_point_moments(act, Kaug, orders), strict=True))
+    if not same:
+        four = {o: v[:N, :N, N:, N:] for o, v in four.items()}
+    two_p = dict(zip(_PAIR_ORDERS, mixed_pair_moments(act, Kp, _PAIR_ORDERS), strict=True))
+    two_m = dict(zip(_PAIR_ORDERS, mixed_pair_moments(act, Km, _PAIR_ORDERS), strict=True))
+    out = np.zeros((M,) * 4)
+    for ta in range(n_types):
+        for tb in range(n_types):
+            terms_p = _phi_terms(feats_p, ta, tb)
+            for tc in range(n_types):
+                for td in range(n_types):
+                    total = np.zeros((N,) * 4)
+                    for c1, (o1, e1), (o2, e2) in terms_p:
+                        for c2, (o3, e3), (o4, e4) in _phi_terms(feats_m, tc, td):
+                            w4 = _wick([e1, e2, e3, e4], cov)
+                            if not np.isscalar(w4) or w4:
+                                total = total + c1 * c2 * four[(o1, o2, o3, o4)] * w4
+                            wp = _wick([e1, e2], cov_p)
+                            wm = _wick([None, None, e3, e4], cov)
+                            if (not np.isscalar(wp) or wp) and (not np.isscalar(wm) or wm):
+                                mean_p = _place(two_p[(o1, o2)], 0, 1, N) * wp
+                                mean_m = _place(two_m[(o3, o4)], 2, 3, N) * wm
+                                total = total - c1 * c2 * mean_p * mean_m
+                    out[
+                        ta * N : (ta + 1) * N,
+                        tb * N : (tb + 1) * N,
+                        tc * N : (tc + 1) * N,
+                        td * N : (td + 1) * N,
+                    ] = total
+    return out
+
+
+_PAIR_ORDERS = [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def _dense(J: Jacobian) -> np.ndarray:
+    """A :class:`Jacobian` as a dense ``[a, b, g, h]`` tensor, symmetric in ``(g, h)``."""
+    N = J.aa.shape[0]
+    eye = np.eye(N)
+    sym = 0.5 * (np.einsum("gi,hj->ghij", eye, eye) + np.einsum("gj,hi->ghij", eye, eye))
+    return J.apply(sym)
+
+
+def _phi_jacobian(
+    act: Activation, K: np.ndarray, Theta: np.ndarray, C_W: float, lam_W: float, n_types: int
+) -> np.ndarray:
+    """``d<Phi_{alpha beta}>/dK_ext[gamma, delta]`` (symmetric gradient) at the block-diagonal
+    extended kernel, dense ``(M, M, M, M)``.
+
+    Built from :func:`half_projector` (``J0`` of ``s s``, ``J1`` of ``s' s'``), the first-order
+    projector ``P1_g[s_a s'_b]`` (:func:`pdlt.theory.ntk.first_projector`) and ``<s' s'>``;
+    all kink-safe.
+    """
+    from .ntk import first_projector
+
+    N = K.shape[0]
+    M = n_types * N
+    J = np.zeros((M,) * 4)
+    J0, J1 = _dense(half_projector(act, K, 0)), _dense(half_projector(act, K, 1))
+    _, dd = pair_moments(act, K, (0, 1))
+    pa, pb = first_projector(act, K)
+    eye = np.eye(N)
+    P1 = pa[:, :, None] * eye[:, None, :] + pb[:, :, None] * eye[None, :, :]  # [a, b, g]
+    half_cross = 0.5 * C_W * np.einsum("abg,hb->abgh", P1, eye)  # z_a, t_b; z_g, t_h
+    half_cross_t = 0.5 * C_W * np.einsum("bag,ha->abgh", P1, eye)  # t_a, z_b; z_g, t_h
+    tt = 0.5 * C_W * dd[:, :, None, None] * np.einsum("ga,hb->abgh", eye, eye)
+
+    def s(t: int) -> slice:
+        return slice(t * N, (t + 1) * N)
+
+    z = s(0)
+    J[z, z, z, z] = C_W * J0
+    for t in range(1, n_types):
+        J[s(t), s(t), z, z] = C_W * Theta[:, :, None, None] * J1 + lam_W * J0
+        J[s(t), s(t), s(t), s(t)] = tt + tt.transpose(0, 1, 3, 2)
+        J[z, s(t), z, s(t)] = half_cross
+        J[z, s(t), s(t), z] = half_cross.transpose(0, 1, 3, 2)
+        J[s(t), z, z, s(t)] = half_cross_t
+        J[s(t), z, s(t), z] = half_cross_t.transpose(0, 1, 3, 2)
+        for u in range(1, n_types):
+            if u != t:  # zeta_a zeta'_b: d/dK[zeta_a, zeta'_b] and its mirror
+                J[s(t), s(u), s(t), s(u)] = tt
+                J[s(t), s(u), s(u), s(t)] = tt.transpose(0, 1, 3, 2)
+    return J
