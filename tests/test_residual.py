@@ -111,6 +111,56 @@ def test_structured_ntk_equals_the_jacobian_for_residual_networks():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_xi_is_a_rescaling_of_the_hyperparameters_network_by_network():
+    # the book's z' = xi [b + W s(z)] + gamma z, written out here by hand with its own
+    # parameters and learning rates: its preactivations and its NTK (jacrev over b, W with
+    # rates lambda_b, lambda_W/n) equal pdlt's network built with xi_equivalent, whose
+    # parameters are xi b, xi W (book.txt L41596-L41607)
+    import torch
+    from torch.func import jacrev
+
+    xi, gamma = np.array([1.0, 1.3, 0.7, 2.0]), 0.6
+    hp = dict(C_b=0.2, C_W=0.9, lambda_b=0.5, lambda_W=1.5)
+    net = Network(
+        "tanh", depth=4, width=5, n_in=3, n_out=5, gamma=gamma, **pdlt.xi_equivalent(xi, **hp)
+    )
+    np.testing.assert_allclose(net.C_W, xi**2 * 0.9)
+    gen = torch.Generator().manual_seed(0)
+    widths = [3, 5, 5, 5, 5]
+    raw = {}
+    for ell in range(1, 5):
+        raw[f"b{ell}"] = math.sqrt(hp["C_b"]) * torch.randn(
+            widths[ell], generator=gen, dtype=torch.float64
+        )
+        std = math.sqrt(hp["C_W"] / widths[ell - 1])
+        raw[f"W{ell}"] = std * torch.randn(
+            widths[ell], widths[ell - 1], generator=gen, dtype=torch.float64
+        )
+    x = torch.tensor(X3)
+
+    def book(p):
+        z = None
+        for ell in range(1, 5):
+            h = x if z is None else torch.tanh(z)
+            u = xi[ell - 1] * (h @ p[f"W{ell}"].T + p[f"b{ell}"])
+            z = u if ell == 1 else u + gamma * z
+        return z  # (N, n_L)
+
+    J = jacrev(book)(raw)
+    H_book = sum(
+        (hp["lambda_b"] if k[0] == "b" else hp["lambda_W"] / widths[int(k[1:]) - 1])
+        * torch.einsum("aip,bjp->ijab", j.reshape(3, 5, -1), j.reshape(3, 5, -1))
+        for k, j in J.items()
+    )
+    params = {k: (xi[int(k[1:]) - 1] * v)[None] for k, v in raw.items()}
+    z = pdlt.empirical.ensemble.forward(params, x, net)[-1][0]
+    torch.testing.assert_close(z, book(raw), rtol=1e-13, atol=1e-13)
+    H = ntk(params, x, net, 4, method="jacobian")[0]
+    torch.testing.assert_close(H, H_book, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="xi must be finite and nonzero"):
+        pdlt.xi_equivalent(0.0, C_b=0.0, C_W=1.0)
+
+
 # ---- the single-input vertex ---------------------------------------------------------------
 
 
@@ -295,7 +345,7 @@ def test_residual_ntk_statistics_have_the_symmetries_of_their_definitions():
     # A and D like V (pair symmetric), B[a,b,c,d] = B[b,a,d,c] = B[c,d,a,b] (8.82), F[a,b,c,d]
     # = F[c,d,a,b] (the two neurons exchanged), and layers 1 (Gaussian) vanish
     net = Network("gelu", depth=4, width=16, n_in=3, n_out=2, gamma=0.6)
-    f = flow(net, X3, fields=("A", "B", "D", "F"))
+    f = flow(net, X3[:2], fields=("A", "B", "D", "F"))
     for name in ("A", "D"):
         x = f[name]
         np.testing.assert_allclose(x, x.transpose(0, 2, 1, 3, 4), atol=1e-14)
@@ -311,11 +361,11 @@ def test_residual_ntk_statistics_have_the_symmetries_of_their_definitions():
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "gamma2"), [("tanh", 0.5), ("relu", 0.5), ("gelu", 0.25)])
 def test_residual_ntk_statistics_against_real_residual_networks(name, gamma2, monkeypatch):
-    # two inputs, width 64, 6000 networks measured by autodiff: A, B, D, F at layers 2-4 within
-    # 4 standard errors plus the O(1/n^2) allowance (l/n) max|X^(l)| (measured: n times the
-    # deviation is width-independent, like the vanilla recursions'); the theory without the
-    # same-neuron correlations across layers (the vanilla structure with gamma^2 carried) is
-    # excluded by > 10 standard errors
+    # two inputs, width 64, 6000 networks measured by autodiff, residual criticality: A, B, D,
+    # F at layers 2-4 within 4 standard errors plus the O(1/n^2) allowance (l/n) max|X^(l)|
+    # (measured: n times the deviation is width-independent, as for the vanilla recursions);
+    # the theory without the same-neuron correlations across layers (the vanilla structure
+    # with gamma^2 carried) is excluded by > 10 standard errors
     import pdlt.theory.residual as residual
 
     n, fields = 64, ("A", "B", "D", "F")
@@ -328,14 +378,45 @@ def test_residual_ntk_statistics_against_real_residual_networks(name, gamma2, mo
     )
     ablated = flow(net, X3[:2], fields=fields)
     worst_ablated = 0.0
+    ell = np.arange(2, 5)[:, None, None, None, None]
     for f in fields:
         got, se, want = measured[f][1:], measured.stderr(f)[1:], theory[f][1:]
-        ell = np.arange(2, 5)[:, None, None, None, None]
         scale = np.max(np.abs(want), axis=(1, 2, 3, 4), keepdims=True)
         assert np.all(np.abs(got - want) <= 4 * se + ell / n * scale), (f, (got - want) / se)
         assert np.max(np.abs(want) / se) > 10  # resolved: the test can fail
         worst_ablated = max(worst_ablated, np.max(np.abs(got - ablated[f][1:]) / se))
     assert worst_ablated > 10
+
+
+@pytest.mark.slow
+def test_residual_ntk_statistics_off_criticality_by_width_extrapolation():
+    # GELU written with the book's xi = 1.2 (xi_equivalent) on C_b = 0.05, C_W = 0.8,
+    # lambda_b = 0.5, lambda_W = 2, gamma = 1/2: off criticality (K falls from 0.59 to 0.24) the
+    # O(1/n^2) terms are large (n times the deviation ~ 12-24 of the scale at the output, the
+    # same at n = 64 and 128), so the 1/n coefficients are checked by the two-width
+    # extrapolation 2 X(96) - X(48) of 6000 networks each: within 4 of its standard errors plus
+    # (l/48)^2 max|X^(l)| for what remains at O(1/n^3)
+    fields = ("A", "B", "D", "F")
+    hp = pdlt.xi_equivalent(1.2, C_b=0.05, C_W=0.8, lambda_b=0.5, lambda_W=2)
+    nets = {
+        n: Network("gelu", depth=4, width=n, n_in=3, n_out=2, gamma=0.5, **hp) for n in (48, 96)
+    }
+    m = {
+        n: measure(net, X3[:2], size=6000, seed=3, fields=fields, block_size=1000)
+        for n, net in nets.items()
+    }
+    theory = flow(nets[96], X3[:2], fields=fields)
+    ell = np.arange(2, 5)[:, None, None, None, None]
+    for f in fields:
+        ext = (2 * m[96][f] - m[48][f])[1:]
+        se = np.sqrt(4 * m[96].stderr(f) ** 2 + m[48].stderr(f) ** 2)[1:]
+        want = theory[f][1:]
+        scale = np.max(np.abs(want), axis=(1, 2, 3, 4), keepdims=True)
+        assert np.all(np.abs(ext - want) <= 4 * se + (ell / 48) ** 2 * scale), (
+            f,
+            (ext - want) / se,
+        )
+        assert np.max(np.abs(want) / se) > 10  # resolved
 
 
 def test_residual_refusals_say_what_is_available():

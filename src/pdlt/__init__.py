@@ -24,7 +24,7 @@ from .learning import (
     kernel_prediction,
     posterior,
 )
-from .network import Inputs, Network
+from .network import Inputs, Network, xi_equivalent
 from .results import Flow, load
 from .theory.criticality import criticality
 from .theory.flow import available_fields, flow, fluctuation_ratios
@@ -38,6 +38,7 @@ __all__ = [
     "Flow",
     "Inputs",
     "Network",
+    "xi_equivalent",
     "Prediction",
     "TrainingResult",
     "activation",

@@ -21,7 +21,7 @@ import numpy as np
 
 from .activations import Activation, activation
 
-__all__ = ["Network", "Inputs", "as_inputs"]
+__all__ = ["Network", "Inputs", "as_inputs", "xi_equivalent"]
 
 _MAX_DEPTH = 1_000_000
 """Deepest network accepted: far beyond any trainable depth, small enough to hold in memory."""
@@ -411,6 +411,50 @@ class Network:
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+def xi_equivalent(
+    xi: float | Sequence[float],
+    *,
+    C_b: float | Sequence[float],
+    C_W: float | Sequence[float],
+    lambda_b: float | Sequence[float] = 1.0,
+    lambda_W: float | Sequence[float] = 1.0,
+) -> dict[str, float | np.ndarray]:
+    r"""The hyperparameters of a residual MLP written with the book's block scale ``xi`` (B.3).
+
+    ``z^(l+1) = xi [b + W s(z^(l))] + gamma z^(l)``: ``xi b`` and ``xi W`` have variances
+    ``xi^2 C_b`` and ``xi^2 C_W/n``, and gradient descent with rate ``lambda_b`` on ``b`` moves
+    ``xi b`` with rate ``xi^2 lambda_b`` (likewise for ``W``).  So the network with ``(xi, C_b,
+    C_W, lambda_b, lambda_W)`` is, network by network and step by step, the :class:`Network`
+    with ``xi = 1`` and the returned values (book.txt L41596-L41607, (B.6); spec/08 §3.1).
+
+    Parameters
+    ----------
+    xi : float or sequence of float
+        Block scale, one number or one per layer (nonzero).
+    C_b, C_W, lambda_b, lambda_W : float or sequence of float
+        The hyperparameters in the ``xi`` parametrization.
+
+    Returns
+    -------
+    dict
+        ``C_b, C_W, lambda_b, lambda_W`` multiplied by ``xi^2`` (floats, or arrays where an
+        input is per layer), to pass as
+        ``Network(..., **xi_equivalent(...))``.
+
+    Examples
+    --------
+    >>> hp = xi_equivalent(2.0, C_b=0.0, C_W=0.5)
+    >>> Network("relu", depth=3, width=8, gamma=0.5, **hp).C_W.tolist()
+    [2.0, 2.0, 2.0]
+    """
+    x = np.asarray(xi, dtype=np.float64)
+    if not np.all(np.isfinite(x)) or np.any(x == 0):
+        raise ValueError(f"xi must be finite and nonzero, got {xi!r}")
+    values = {"C_b": C_b, "C_W": C_W, "lambda_b": lambda_b, "lambda_W": lambda_W}
+    out = {k: x**2 * np.asarray(v, dtype=np.float64) for k, v in values.items()}
+    return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
 
 
 def _residual_strengths(value: Any, widths: tuple[int | None, ...]) -> np.ndarray:

@@ -136,9 +136,13 @@ def _vertex(ctx: _Context) -> dict[str, np.ndarray]:
         # inputs by the neuron-neuron covariance functional
         if N == 1:
             V[:, 0, 0, 0, 0] = residual_vertex(net.activation, K[:, 0, 0], net.C_W, net.gamma)
-        else:
-            V = residual_vertex_inputs(net.activation, K, net.C_W, net.gamma)
-        return {"V": V}
+            return {"V": V}
+        ntk_stats = tuple(sorted(ctx.wanted & {"A", "B", "D", "F"}))
+        if ntk_stats:  # V is the (z z)(z z) block of the same pass
+            _resolve(ctx, "Theta")
+            args = (net.C_W, net.lambda_W, net.gamma, ("V", *ntk_stats))
+            return residual_ntk_statistics(net.activation, K, ctx.values["Theta"], *args)
+        return {"V": residual_vertex_inputs(net.activation, K, net.C_W, net.gamma)}
     ratios = _ratios(ctx)
     for ell in range(1, L):
         V[ell] = vertex_step(net.activation, K[ell - 1], V[ell - 1], net.C_W[ell], ratios[ell - 1])
@@ -607,7 +611,8 @@ def _resolve(ctx: _Context, name: str) -> None:
     deps, producer = _PRODUCERS[name]
     for dep in deps:
         _resolve(ctx, dep)
-    ctx.values.update(producer(ctx))
+    if name not in ctx.values:  # a dependency's producer may have made it alongside
+        ctx.values.update(producer(ctx))
 
 
 def fluctuation_ratios(result: Flow, a: int = 0) -> dict[str, np.ndarray]:

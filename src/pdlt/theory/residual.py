@@ -728,10 +728,6 @@ def _cross_layer_extended(
     """
     N = Km.shape[0]
     M = n_types * N
-    if same:
-        Kaug = Km
-    else:
-        Kaug = np.block([[Kp, Gam * Km], [Gam * Km, Km]])
 
     def cov(i: int, j: int) -> np.ndarray:
         if j <= 1:
@@ -743,10 +739,10 @@ def _cross_layer_extended(
     def cov_p(i: int, j: int) -> np.ndarray:
         return _place(Theta_p, i, j, N)
 
-    orders = [(a, b, c, d) for a in (0, 1) for b in (0, 1) for c in (0, 1) for d in (0, 1)]
-    four = dict(zip(orders, four_point_moments(act, Kaug, orders), strict=True))
-    if not same:
-        four = {o: v[:N, :N, N:, N:] for o, v in four.items()}
+    if same:
+        four = dict(zip(_ORDERS4, four_point_moments(act, Km, _ORDERS4), strict=True))
+    else:
+        four = _two_layer_moments(act, Kp, Km, Gam)
     two_p = dict(zip(_PAIR_ORDERS, mixed_pair_moments(act, Kp, _PAIR_ORDERS), strict=True))
     two_m = dict(zip(_PAIR_ORDERS, mixed_pair_moments(act, Km, _PAIR_ORDERS), strict=True))
     out = np.zeros((M,) * 4)
@@ -777,6 +773,51 @@ def _cross_layer_extended(
 
 
 _PAIR_ORDERS = [(0, 0), (0, 1), (1, 0), (1, 1)]
+_ORDERS4 = [(a, b, c, d) for a in (0, 1) for b in (0, 1) for c in (0, 1) for d in (0, 1)]
+
+
+def _two_layer_moments(
+    act: Activation, Kp: np.ndarray, Km: np.ndarray, Gam: float
+) -> dict[tuple[int, ...], np.ndarray]:
+    """``<s^(o0)(z^p_a) s^(o1)(z^p_b) s^(o2)(z^m_c) s^(o3)(z^m_d)>`` for all ``a, b, c, d`` and
+    the 16 order tuples in {0, 1}^4, for one neuron at layers ``p > m``.
+
+    Only ``a <= b``, ``c <= d`` are integrated (the rest by exchanging factors), each in as many
+    dimensions as it has distinct variables (``a = b`` or ``c = d`` merge factors), every order
+    tuple of a quadruple on one grid; ``Cov(z^p_a, z^m_c) = Gam K^m_ac``.
+    """
+    N = Km.shape[0]
+    out = {o: np.empty((N,) * 4) for o in _ORDERS4}
+    grid = np.stack(np.meshgrid(*([np.arange(N)] * 4), indexing="ij"), -1).reshape(-1, 4)
+    for same_p in (False, True):
+        for same_m in (False, True):
+            keep = (grid[:, 0] <= grid[:, 1]) & (grid[:, 2] <= grid[:, 3])  # the rest by symmetry
+            sel = grid[keep & ((grid[:, 0] == grid[:, 1]) == same_p)]
+            sel = sel[(sel[:, 2] == sel[:, 3]) == same_m]
+            if sel.size == 0:
+                continue
+            # variables: (layer, sample) of slots, with merged duplicates
+            slot_var = [0, 0 if same_p else 1]
+            slot_var += [slot_var[-1] + 1, slot_var[-1] + (1 if same_m else 2)]
+            cols = [0] + ([] if same_p else [1]) + [2] + ([] if same_m else [3])
+            layer = np.array([0 if c < 2 else 1 for c in cols])
+            idx = sel[:, cols]  # (Q, d) sample of each variable
+            Ka = np.where(layer[:, None] == layer[None, :], 1.0, Gam)
+            Kl = np.where((layer[:, None] == 0) & (layer[None, :] == 0), 1.0, 0.0)
+            blocks = (
+                Kl * Kp[idx[:, :, None], idx[:, None, :]]
+                + (1 - Kl) * Ka * Km[idx[:, :, None], idx[:, None, :]]
+            )
+            products = [[(slot_var[i], o[i]) for i in range(4)] for o in _ORDERS4]
+            values = moments(act, blocks, products)  # (Q, 16)
+            a, b, c, d = sel.T
+            for k, (o0, o1, o2, o3) in enumerate(_ORDERS4):
+                v = values[:, k]
+                out[(o0, o1, o2, o3)][a, b, c, d] = v
+                out[(o1, o0, o2, o3)][b, a, c, d] = v
+                out[(o0, o1, o3, o2)][a, b, d, c] = v
+                out[(o1, o0, o3, o2)][b, a, d, c] = v
+    return out
 
 
 def _dense(J: Jacobian) -> np.ndarray:
