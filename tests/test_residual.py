@@ -325,8 +325,8 @@ def test_relu_residual_nlo_metric_is_not_zero():
 @pytest.mark.parametrize("name", ["tanh", "relu", "gelu"])
 def test_residual_ntk_statistics_reduce_to_the_book_at_gamma_zero(name):
     # gamma = 0: the vanilla (8.77), (8.79), (8.89), (8.97) of pdlt.flow, every index
-    # structure, three inputs, non-default learning rates; and the V block of the extended
-    # state is the vertex of residual_vertex_inputs for gamma != 0
+    # structure, three inputs, non-default learning rates; for gamma != 0 the V block of the
+    # extended state is the vertex of residual_vertex_inputs (the functional with z only)
     net = Network(name, depth=4, width=16, n_in=3, n_out=2, lambda_b=0.7, lambda_W=1.3)
     f = flow(net, X3, fields=("K", "Theta", "V", "A", "B", "D", "F"))
     args = (net.C_W, net.lambda_W, np.zeros(4), ("V", "A", "B", "D", "F"))

@@ -70,17 +70,17 @@ def four_point_moments(
     wanted = [tuple(int(o) for o in orders)] if single else [tuple(map(int, o)) for o in orders]
     K = np.ascontiguousarray(K, dtype=np.float64)
     base_key = (id(act), K.shape, K.tobytes())
-    missing = [o for o in dict.fromkeys(wanted) if (base_key, o) not in _MOMENT_CACHE]
+    found = {o: _MOMENT_CACHE[(base_key, o)] for o in wanted if (base_key, o) in _MOMENT_CACHE}
+    missing = [o for o in dict.fromkeys(wanted) if o not in found]
     if missing:
-        for o, value in zip(missing, _integrate_four_point(act, K, missing), strict=True):
-            _MOMENT_CACHE[(base_key, o)] = value
-            _MOMENT_CACHE_REFS[id(act)] = act  # keep id(act) from being reused while cached
-        while len(_MOMENT_CACHE) > _MOMENT_CACHE_SIZE:
-            _MOMENT_CACHE.popitem(last=False)
-    out = []
-    for o in wanted:
+        found.update(zip(missing, _integrate_four_point(act, K, missing), strict=True))
+        _MOMENT_CACHE_REFS[id(act)] = act  # keep id(act) from being reused while cached
+    for o in dict.fromkeys(wanted):  # the asked-for entries become the newest
+        _MOMENT_CACHE[(base_key, o)] = found[o]
         _MOMENT_CACHE.move_to_end((base_key, o))
-        out.append(_MOMENT_CACHE[(base_key, o)].copy())
+    while len(_MOMENT_CACHE) > _MOMENT_CACHE_SIZE:
+        _MOMENT_CACHE.popitem(last=False)
+    out = [found[o].copy() for o in wanted]
     return out[0] if single else out
 
 

@@ -168,8 +168,7 @@ def residual_vertex(
 # --------------------------------------------------------------------------------------------
 # several inputs: the neuron-neuron covariance functional
 
-Label = tuple[int, int, int] | str  # (p, i, j): s^(i)_a s^(j)_b of layer p carried down; "Q"
-_SIGMA = ((0, 0),)
+Label = tuple[int, int, int] | str  # (p, i, j): s^(i)_a s^(j)_b of layer p carried down; "S"
 
 
 def residual_vertex_inputs(
@@ -213,10 +212,7 @@ def residual_vertex_inputs(
         ``V[l-1, a, b, c, d] = V^(l)_{(ab)(cd)}``; ``V^(1) = 0``.  Equal hidden widths.
     """
     K = np.asarray(K, dtype=np.float64)
-    V = np.zeros((K.shape[0],) + (K.shape[1],) * 4)
-    for m, C in _neuron_covariances(act, K, C_W, gamma, _SIGMA):
-        V[m] = C.get("Q", "Q")
-    return V
+    return _extended_vertex(act, K, None, C_W, None, gamma, 1)
 
 
 def residual_nlo_metric(
@@ -353,11 +349,12 @@ def _neuron_covariances(
     gamma: np.ndarray,
     orders: tuple[tuple[int, int], ...],
 ):
-    """Iterate the neuron-neuron covariance functional of :func:`residual_vertex_inputs`.
+    """Iterate the neuron-neuron covariance functional of :func:`residual_vertex_inputs` for
+    the derivative labels :func:`residual_nlo_metric` needs.
 
     Yields ``(m, C)`` for layers ``m = 0..L-1`` (0-based), ``C`` a :class:`_Covariances`
-    holding ``C^(m)[A, B]`` for the labels ``"Q"`` (``z_a z_b``) and ``(p, i, j)``
-    (``s^(i)_a s^(j)_b`` of layer ``p >= m`` carried down), ``(i, j)`` in ``orders``.
+    holding ``C^(m)[A, B]`` for the labels ``(p, i, j)`` (``s^(i)_a s^(j)_b`` of layer
+    ``p >= m`` carried down), ``(i, j)`` in ``orders``.
     """
     L, N = K.shape[0], K.shape[1]
     cw = np.asarray(C_W, dtype=np.float64)
@@ -369,7 +366,6 @@ def _neuron_covariances(
         kappa = {}
         if m < L - 1:
             kappa["S"] = _cross_layer(act, K, gam, ss, (m, 0, 0), m)
-            kappa["Q"] = _quadratic_covariance(K[m], D[(m, 0, 0)])
             for p in range(m + 1, L - 1):
                 for i, j in orders:
                     kappa[(p, i, j)] = _cross_layer(act, K, gam, ss, (p, i, j), m)
@@ -377,18 +373,16 @@ def _neuron_covariances(
         yield m, C
         if m == L - 1:
             return
-        g, c = gam[m + 1], cw[m + 1]
-        labels: list[Label] = ["Q"]
-        labels += [(p, i, j) for p in range(m + 1, L - 1) for i, j in orders]
-        # X_A = kappa[SA, Sigma^m] + C[SA, Sigma^m]; S keeps every label, z z -> gamma^2 z z
-        X = {A: (g**2 if A == "Q" else 1.0) * C.kappa_plus(A, m) for A in labels}
+        c = cw[m + 1]
+        labels = [(p, i, j) for p in range(m + 1, L - 1) for i, j in orders]
+        # X_A = kappa[SA, Sigma^m] + C[SA, Sigma^m]; S keeps every label
+        X = {A: C.kappa_plus(A, m) for A in labels}
         XSS = C.kappa_plus("S", m)
-        Dn = {A: None if A == "Q" else (_gain(gam, A[0], m + 1) ** 2, D[A]) for A in labels}
-        f = {A: g**2 if A == "Q" else 1.0 for A in labels}
+        Dn = {A: (_gain(gam, A[0], m + 1) ** 2, D[A]) for A in labels}
         new = {}
         for a, A in enumerate(labels):
             for B in labels[a:]:
-                term = f[A] * f[B] * C.get(A, B)
+                term = C.get(A, B)
                 term = term + c * _apply_last(Dn[B], X[A])
                 term = term + c * _apply_first(Dn[A], X[B].transpose(2, 3, 0, 1))
                 term = term + c**2 * _apply_first(Dn[A], _apply_last(Dn[B], XSS))
@@ -418,26 +412,16 @@ def _pair_jacobian(act: Activation, K: np.ndarray, i: int, j: int) -> Jacobian:
     return Jacobian(aa, ab, bb)
 
 
-def _apply_first(D: tuple[float, Jacobian] | None, X: np.ndarray) -> np.ndarray:
-    """``sum_cd (Df)_{ab;cd} X[c, d, e, f]``; ``None`` is ``f = z z`` (the identity)."""
-    if D is None:
-        return X
+def _apply_first(D: tuple[float, Jacobian], X: np.ndarray) -> np.ndarray:
+    """``sum_cd (Df)_{ab;cd} X[c, d, e, f]``."""
     scale, J = D
     return scale * J.apply(X)
 
 
-def _apply_last(D: tuple[float, Jacobian] | None, X: np.ndarray) -> np.ndarray:
+def _apply_last(D: tuple[float, Jacobian], X: np.ndarray) -> np.ndarray:
     """``sum_cd X[a, b, c, d] (Df)_{ef;cd}``."""
-    if D is None:
-        return X
     scale, J = D
     return scale * np.moveaxis(J.apply(np.moveaxis(X, (2, 3), (0, 1))), (0, 1), (2, 3))
-
-
-def _quadratic_covariance(K: np.ndarray, J: Jacobian) -> np.ndarray:
-    """``Cov(x_a x_b, s_c s_d) = 2 sum_gh K_ag K_bh (1/2)<d_g d_h s_c s_d>``, ``x ~ N(0, K)``."""
-    T = 0.5 * (np.einsum("ag,bh->ghab", K, K) + np.einsum("ah,bg->ghab", K, K))
-    return 2.0 * J.apply(T).transpose(2, 3, 0, 1)
 
 
 def _cross_layer(
@@ -562,11 +546,9 @@ def residual_ntk_statistics(
     """
     K = np.asarray(K, dtype=np.float64)
     Theta = np.asarray(Theta, dtype=np.float64)
-    L, N = K.shape[0], K.shape[1]
+    N = K.shape[1]
     n_types = max(_TYPES[f] for f in fields)
-    Vx = np.zeros((L,) + (n_types * N,) * 4)
-    for m, C in _extended_covariances(act, K, Theta, C_W, lambda_W, gamma, n_types):
-        Vx[m] = C.get("Q", "Q")
+    Vx = _extended_vertex(act, K, Theta, C_W, lambda_W, gamma, n_types)
     z, h, h2 = (slice(t * N, (t + 1) * N) for t in range(3))
     views = {
         "V": lambda x: x[:, z, z, z, z],
@@ -578,37 +560,41 @@ def residual_ntk_statistics(
     return {f: np.ascontiguousarray(views[f](Vx)) for f in fields}
 
 
-def _extended_covariances(
+def _extended_vertex(
     act: Activation,
     K: np.ndarray,
-    Theta: np.ndarray,
+    Theta: np.ndarray | None,
     C_W: np.ndarray,
-    lambda_W: np.ndarray,
+    lambda_W: np.ndarray | None,
     gamma: np.ndarray,
     n_types: int,
-):
-    """The covariance functional of :func:`_neuron_covariances` on the extended state.
+) -> np.ndarray:
+    """The four-point vertex ``V_ext^(l)``, ``l = 1..L``, of the extended state, shape
+    ``(L, M, M, M, M)`` with ``M = n_types N`` (``n_types = 1``: ``z`` only, no Theta needed).
 
-    Labels: ``"Q"`` (``Y_alpha Y_beta``) and ``p`` (``Phi^(p)`` carried down); values are
-    dense ``(M, M, M, M)`` tensors, ``M = n_types N``.  Yields ``(m, C)`` for ``m = 0..L-1``.
+    The covariance functional of :func:`residual_vertex_inputs` on the extended state:
+    labels ``"Q"`` (``Y_alpha Y_beta``) and ``p`` (``Phi^(p)`` carried down), values dense
+    ``(M, M, M, M)`` tensors; ``V_ext^(m) = C^(m)[Q, Q]``.
     """
     L, N = K.shape[0], K.shape[1]
     cw = np.asarray(C_W, dtype=np.float64)
-    lw = np.asarray(lambda_W, dtype=np.float64)
+    lw = np.zeros(L) if lambda_W is None else np.asarray(lambda_W, dtype=np.float64)
+    Th = np.zeros_like(K) if Theta is None else Theta
     gam = np.asarray(gamma, dtype=np.float64)
     M = n_types * N
     Kx = np.zeros((L, M, M))
     for t in range(n_types):
-        Kx[:, t * N : (t + 1) * N, t * N : (t + 1) * N] = K if t == 0 else Theta
+        Kx[:, t * N : (t + 1) * N, t * N : (t + 1) * N] = K if t == 0 else Th
     # Phi^(p) feeds layer p + 1: hyperparameters of entry p + 1
-    J = {p: _phi_jacobian(act, K[p], Theta[p], cw[p + 1], lw[p + 1], n_types) for p in range(L - 1)}
+    J = {p: _phi_jacobian(act, K[p], Th[p], cw[p + 1], lw[p + 1], n_types) for p in range(L - 1)}
     values: dict = {}
     zero = np.zeros((M,) * 4)
+    Vx = np.zeros((L, M, M, M, M))
     for m in range(L):
         C = _ExtendedCovariances(values, zero)
-        yield m, C
+        Vx[m] = C.get("Q", "Q")
         if m == L - 1:
-            return
+            break
         g = gam[m + 1]
         labels: list = ["Q"] + list(range(m, L - 1))
         feats_m = _phi_features(cw[m + 1], lw[m + 1], n_types)
@@ -620,7 +606,7 @@ def _extended_covariances(
                 continue
             feats_p = _phi_features(cw[p + 1], lw[p + 1], n_types)
             kappa[p] = _cross_layer_extended(
-                act, K[p], K[m], Theta[p], Theta[m], Gam, feats_p, feats_m, n_types, p == m
+                act, K[p], K[m], Th[p], Th[m], Gam, feats_p, feats_m, n_types, p == m
             )
         X = {A: (g**2 if A == "Q" else 1.0) * (kappa[A] + C.get(A, m)) for A in labels}
         XSS = kappa[m] + C.get(m, m)
@@ -636,6 +622,7 @@ def _extended_covariances(
                 term = term + _dense_first(Dn[A], _dense_last(Dn[B], XSS))
                 new[(A, B)] = term
         values = new
+    return Vx
 
 
 class _ExtendedCovariances:
@@ -739,10 +726,12 @@ def _cross_layer_extended(
     def cov_p(i: int, j: int) -> np.ndarray:
         return _place(Theta_p, i, j, N)
 
+    used = sorted({f[1] for feats in (feats_p, feats_m) for t in feats for f in t.values()})
+    orders = [o for o in _ORDERS4 if set(o) <= set(used)]
     if same:
-        four = dict(zip(_ORDERS4, four_point_moments(act, Km, _ORDERS4), strict=True))
+        four = dict(zip(orders, four_point_moments(act, Km, orders), strict=True))
     else:
-        four = _two_layer_moments(act, Kp, Km, Gam)
+        four = _two_layer_moments(act, Kp, Km, Gam, orders)
     two_p = dict(zip(_PAIR_ORDERS, mixed_pair_moments(act, Kp, _PAIR_ORDERS), strict=True))
     two_m = dict(zip(_PAIR_ORDERS, mixed_pair_moments(act, Km, _PAIR_ORDERS), strict=True))
     out = np.zeros((M,) * 4)
@@ -777,17 +766,22 @@ _ORDERS4 = [(a, b, c, d) for a in (0, 1) for b in (0, 1) for c in (0, 1) for d i
 
 
 def _two_layer_moments(
-    act: Activation, Kp: np.ndarray, Km: np.ndarray, Gam: float
+    act: Activation,
+    Kp: np.ndarray,
+    Km: np.ndarray,
+    Gam: float,
+    orders: list[tuple[int, int, int, int]],
 ) -> dict[tuple[int, ...], np.ndarray]:
     """``<s^(o0)(z^p_a) s^(o1)(z^p_b) s^(o2)(z^m_c) s^(o3)(z^m_d)>`` for all ``a, b, c, d`` and
-    the 16 order tuples in {0, 1}^4, for one neuron at layers ``p > m``.
+    the order tuples asked for (closed under exchanging o0, o1 and o2, o3), for one neuron at
+    layers ``p > m``.
 
     Only ``a <= b``, ``c <= d`` are integrated (the rest by exchanging factors), each in as many
     dimensions as it has distinct variables (``a = b`` or ``c = d`` merge factors), every order
     tuple of a quadruple on one grid; ``Cov(z^p_a, z^m_c) = Gam K^m_ac``.
     """
     N = Km.shape[0]
-    out = {o: np.empty((N,) * 4) for o in _ORDERS4}
+    out = {o: np.empty((N,) * 4) for o in orders}
     grid = np.stack(np.meshgrid(*([np.arange(N)] * 4), indexing="ij"), -1).reshape(-1, 4)
     for same_p in (False, True):
         for same_m in (False, True):
@@ -808,10 +802,10 @@ def _two_layer_moments(
                 Kl * Kp[idx[:, :, None], idx[:, None, :]]
                 + (1 - Kl) * Ka * Km[idx[:, :, None], idx[:, None, :]]
             )
-            products = [[(slot_var[i], o[i]) for i in range(4)] for o in _ORDERS4]
-            values = moments(act, blocks, products)  # (Q, 16)
+            products = [[(slot_var[i], o[i]) for i in range(4)] for o in orders]
+            values = moments(act, blocks, products)  # (Q, len(orders))
             a, b, c, d = sel.T
-            for k, (o0, o1, o2, o3) in enumerate(_ORDERS4):
+            for k, (o0, o1, o2, o3) in enumerate(orders):
                 v = values[:, k]
                 out[(o0, o1, o2, o3)][a, b, c, d] = v
                 out[(o1, o0, o2, o3)][b, a, c, d] = v
@@ -843,7 +837,11 @@ def _phi_jacobian(
     N = K.shape[0]
     M = n_types * N
     J = np.zeros((M,) * 4)
-    J0, J1 = _dense(half_projector(act, K, 0)), _dense(half_projector(act, K, 1))
+    J0 = _dense(half_projector(act, K, 0))
+    J[:N, :N, :N, :N] = C_W * J0
+    if n_types == 1:
+        return J
+    J1 = _dense(half_projector(act, K, 1))
     _, dd = pair_moments(act, K, (0, 1))
     pa, pb = first_projector(act, K)
     eye = np.eye(N)
@@ -856,7 +854,6 @@ def _phi_jacobian(
         return slice(t * N, (t + 1) * N)
 
     z = s(0)
-    J[z, z, z, z] = C_W * J0
     for t in range(1, n_types):
         J[s(t), s(t), z, z] = C_W * Theta[:, :, None, None] * J1 + lam_W * J0
         J[s(t), s(t), s(t), s(t)] = tt + tt.transpose(0, 1, 3, 2)
