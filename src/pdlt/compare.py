@@ -51,15 +51,15 @@ def nlo_fields(network: Network, n_inputs: int, fields: Sequence[str]) -> list[s
     means to O(1/n^2): ``G1`` for ``K`` (4.104), ``H1`` for ``Theta`` (9.3).
 
     None at infinite width; residual networks have ``G1`` only where it is known (smooth
-    activations, or one input of the ReLU family) and no ``H1``.
+    activations and the ReLU family) and no ``H1``.
     """
     if not network.finite_width:
         return []
     pairs = list(_NLO.items())
     if network.residual:
         act = network.activation
-        single = n_inputs == 1 and act.scale_invariant is not None
-        pairs = [("K", "G1")] if act.smooth or single else []
+        known = act.smooth or act.scale_invariant is not None
+        pairs = [("K", "G1")] if known else []
     return [nlo for f, nlo in pairs if f in fields]
 
 

@@ -445,13 +445,12 @@ def _check_residual(network: Network, inputs: Inputs, fields: Sequence[str]) -> 
         if name in fields and len(set(network.hidden_widths)) > 1:
             raise ValueError(f"{name} of a residual network needs equal hidden widths")
     act = network.activation
-    if "G1" in fields and not act.smooth:
-        if act.scale_invariant is None or inputs.n_inputs != 1:
-            raise ValueError(
-                f"G1 of a residual network needs a smooth activation, or a single input for "
-                f"the ReLU family (its recursion takes s''(z_a) s(z_b) across layers); "
-                f"{act.name} has a kink and {inputs.n_inputs} inputs were given"
-            )
+    if "G1" in fields and not act.smooth and act.scale_invariant is None:
+        raise ValueError(
+            f"G1 of a residual network needs a smooth activation or the ReLU family (its "
+            f"recursion takes s''(z_a) s(z_b) across layers); {act.name} has a kink where it "
+            f"does not vanish"
+        )
 
 
 def _field_names(fields: Sequence[str]) -> tuple[str, ...]:

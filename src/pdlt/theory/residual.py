@@ -225,7 +225,7 @@ def residual_nlo_metric(
     C_W1: np.ndarray,
     ratio_first: float = 1.0,
 ) -> np.ndarray:
-    r"""NLO metric ``G^{1}(l)`` of a residual MLP: N inputs (smooth), one input (ReLU family).
+    r"""NLO metric ``G^{1}(l)`` of a residual MLP, N inputs (smooth activations, ReLU family).
 
     ``E[z'_a z'_b] = E[G-hat_ab] + gamma^2 E[z_a z_b]``, so
     ``G1' = gamma^2 G1 + C_b1 + C_W1 <Sigma> + C_W M[Sigma]`` with ``M^(l)[f] = n (E[f(z_j)] -
@@ -303,17 +303,18 @@ def _second_orders(act: Activation, N: int) -> tuple[tuple[int, int], ...]:
     """The derivative orders of ``d_c d_d (s_a s_b)``: (2, 0), (1, 1), (0, 2).
 
     For the kinked scale-invariant family ``s'' s = 0`` (``s'' ~ delta(z)`` and ``s(0) = 0``),
-    so with one input only ``s' s'`` remains and no delta function is needed; several inputs
-    would need ``delta(z_a) s(z_b)``, which the Gaussian engine cannot integrate.
+    so with one input only ``s' s'`` remains; with several, ``delta(z_a) s(z_b)`` (``a != b``)
+    is integrated in moment form (:func:`_kinked_second`).  Other kinks (``s(0) != 0``) are
+    refused.
     """
     if act.smooth:
         return ((2, 0), (1, 1), (0, 2))
-    if act.scale_invariant is not None and N == 1:
-        return ((1, 1),)
+    if act.scale_invariant is not None:
+        return ((1, 1),) if N == 1 else ((2, 0), (1, 1), (0, 2))
     raise ValueError(
-        f"G1 of a residual network needs a smooth activation, or a single input for the "
-        f"ReLU family (its recursion takes s''(z_a) s(z_b) across layers); {act.name} has a "
-        f"kink and {N} inputs were given"
+        f"G1 of a residual network needs a smooth activation or the ReLU family (its "
+        f"recursion takes s''(z_a) s(z_b) across layers); {act.name} has a kink where it "
+        f"does not vanish"
     )
 
 
@@ -360,7 +361,7 @@ def _neuron_covariances(
     cw = np.asarray(C_W, dtype=np.float64)
     gam = np.asarray(gamma, dtype=np.float64)
     D = {(p, i, j): _pair_jacobian(act, K[p], i, j) for p in range(L - 1) for i, j in orders}
-    ss = {(p, i, j): mixed_pair_moments(act, K[p], [(i, j)])[0] for (p, i, j) in D}
+    ss = {(p, i, j): _pair_mean(act, K[p], i, j) for (p, i, j) in D}
     values: dict = {}
     for m in range(L):
         kappa = {}
@@ -390,10 +391,24 @@ def _neuron_covariances(
         values = new
 
 
+def _pair_mean(act: Activation, K: np.ndarray, i: int, j: int) -> np.ndarray:
+    """``<s^(i)_a s^(j)_b>_K``; with a kink and ``i = 2`` (``j = 2``) by Stein,
+    ``<s''_a s_b> = 2 (1/2)<d_a d_a (s_a s_b)>`` from :func:`half_projector` (0 for ``a = b``,
+    where ``s'' s = 0``)."""
+    if act.smooth or 2 not in (i, j):
+        return mixed_pair_moments(act, K, [(i, j)])[0]
+    J = half_projector(act, K, 0)
+    out = 2.0 * (J.aa if i == 2 else J.bb)
+    np.fill_diagonal(out, 0.0)
+    return out
+
+
 def _pair_jacobian(act: Activation, K: np.ndarray, i: int, j: int) -> Jacobian:
     """``(1/2) <d_g d_h (s^(i)_a s^(j)_b)>_K`` as a :class:`Jacobian` (not mirrored if i != j)."""
     if i == j and (i == 0 or not act.smooth):
         return half_projector(act, K, i)  # the moment form for kinks
+    if not act.smooth:  # s''_a s_b = d_a d_a (s_a s_b) for a != b: a fourth-order Hermite form
+        return _kinked_second_jacobian(act, K, i == 2)
     N = K.shape[0]
     aa, ab, bb = np.zeros((N, N)), np.zeros((N, N)), np.zeros((N, N))
     idx = np.arange(N)
@@ -459,6 +474,11 @@ def _cross_layer(
                 for c, d in ((a, a), (a, b), (b, b))
             )
         )
+    if not act.smooth and 2 in (i, j):  # s'' s with a kink: zero at a = b, else Stein
+        mom_q = np.zeros(len(quads))
+        off = [n for n, (a, b, _, _) in enumerate(quads) if a != b]
+        mom_q[off] = _kinked_second_cross(act, K[p], K[m], Gam, i == 2, [quads[n] for n in off])
+        return _fill_cross(quads, mom_q, ss[label], ss[(m, 0, 0)], (i, j), N)
     idx_p = np.array([[a, b] for a, b, _, _ in quads])
     idx_m = np.array([[c, d] for _, _, c, d in quads])
     Kp, Km = K[p], K[m]
@@ -468,11 +488,18 @@ def _cross_layer(
     blocks[:, :2, 2:] = Gam * Km[idx_p[:, :, None], idx_m[:, None, :]]
     blocks[:, 2:, :2] = blocks[:, :2, 2:].transpose(0, 2, 1)
     mom = moments(act, blocks, [[(0, i), (1, j), (2, 0), (3, 0)]])[:, 0]
+    return _fill_cross(quads, mom, ss[label], ss[(m, 0, 0)], (i, j), N)
+
+
+def _fill_cross(
+    quads: list, mom: np.ndarray, s_p: np.ndarray, s_m: np.ndarray, ij: tuple[int, int], N: int
+) -> np.ndarray:
+    """The covariances ``mom - <.>_p <.>_m`` of :func:`_cross_layer` placed in an (N,)*4
+    tensor, mirrored where the label is symmetric."""
     out = np.zeros((N,) * 4)
-    s_p, s_m = ss[(p, i, j)], ss[(m, 0, 0)]
     for (a, b, c, d), v in zip(quads, mom, strict=True):
         val = v - s_p[a, b] * s_m[c, d]
-        sym = ((a, b), (b, a)) if (i, j) == (0, 0) else ((a, b),)
+        sym = ((a, b), (b, a)) if ij == (0, 0) else ((a, b),)
         for x, y in sym:
             out[x, y, c, d] = out[x, y, d, c] = val
     return out
@@ -866,3 +893,122 @@ def _phi_jacobian(
                 J[s(t), s(u), s(t), s(u)] = tt
                 J[s(t), s(u), s(u), s(t)] = tt.transpose(0, 1, 3, 2)
     return J
+
+
+def _linear_moments(
+    act: Activation, blocks: np.ndarray, base: list, coefs: list[np.ndarray]
+) -> np.ndarray:
+    """``E[base * prod_r (c_r . x)]`` over Gaussian ``x`` with covariances ``blocks`` (Q, d, d).
+
+    ``base``: factors ``(variable, order)`` of :func:`pdlt.gaussian.moments`; ``coefs``: one
+    (Q, d) array per linear factor.  The product is expanded in monomials ``x_j1 .. x_jk``,
+    each integrated by the engine (closed forms for the ReLU family).
+    """
+    d = blocks.shape[-1]
+    k = len(coefs)
+    if k == 0:
+        return moments(act, blocks, [base])[:, 0]
+    combos = np.array(np.meshgrid(*([np.arange(d)] * k), indexing="ij")).reshape(k, -1).T
+    keys = sorted({tuple(sorted(c)) for c in combos})
+    values = moments(act, blocks, [base + [(j, -1) for j in key] for key in keys])
+    index = {key: n for n, key in enumerate(keys)}
+    out = np.zeros(blocks.shape[0])
+    for combo in combos:
+        weight = np.prod([coefs[r][:, combo[r]] for r in range(k)], axis=0)
+        out += weight * values[:, index[tuple(sorted(combo))]]
+    return out
+
+
+def _hermite_moments(
+    act: Activation,
+    blocks: np.ndarray,
+    base: list,
+    W: np.ndarray,
+    P: np.ndarray,
+    slots: tuple[int, ...],
+) -> np.ndarray:
+    """``E[base * He_slots]``: the Hermite tensor of a Gaussian ``v`` with precision ``P``
+    (Q, t, t), ``w = P v = W x`` (``W`` (Q, t, d): ``v`` as linear in the block's ``x``),
+    ``He_gh = w_g w_h - P_gh``, ``He_ghkl = w_g w_h w_k w_l - (6 P w w) + (3 P P)``.  When the
+    rest of ``base`` is independent of ``v`` given the other variables, Stein gives
+    ``E[f He_slots] = E[d_slots f]`` (derivatives along ``v``), which needs no derivative of a
+    kink."""
+
+    def mom(idx: tuple[int, ...]) -> np.ndarray:
+        return _linear_moments(act, blocks, base, [W[:, g, :] for g in idx])
+
+    if len(slots) == 2:
+        g, h = slots
+        return mom((g, h)) - P[:, g, h] * mom(())
+    g, h, k, m = slots
+    out = mom(slots)
+    for (x, y), (u, v) in (
+        ((g, h), (k, m)),
+        ((g, k), (h, m)),
+        ((g, m), (h, k)),
+        ((h, k), (g, m)),
+        ((h, m), (g, k)),
+        ((k, m), (g, h)),
+    ):
+        out = out - P[:, x, y] * mom((u, v))
+    base_mean = mom(())
+    for (x, y), (u, v) in (((g, h), (k, m)), ((g, k), (h, m)), ((g, m), (h, k))):
+        out = out + P[:, x, y] * P[:, u, v] * base_mean
+    return out
+
+
+def _kinked_second_jacobian(act: Activation, K: np.ndarray, first: bool) -> Jacobian:
+    """``(1/2) <d_g d_h (s''_a s_b)>`` (``first``) or of ``s_a s''_b`` for the kinked
+    scale-invariant family: ``(1/2) E[s_a s_b He_{g h c c}]`` with ``c = a`` (``b``) on the
+    (a, b) block, ``a != b``; 0 on the diagonal (``s'' s = 0``)."""
+    N = K.shape[0]
+    aa, ab, bb = np.zeros((N, N)), np.zeros((N, N)), np.zeros((N, N))
+    if N == 1:
+        return Jacobian(aa, ab, bb)
+    a, b = np.nonzero(~np.eye(N, dtype=bool))
+    blocks = _blocks(K, a, b)
+    P = np.linalg.inv(blocks)
+    c = 0 if first else 1
+    base = [(0, 0), (1, 0)]
+    aa[a, b] = 0.5 * _hermite_moments(act, blocks, base, P, P, (0, 0, c, c))
+    ab[a, b] = 0.5 * _hermite_moments(act, blocks, base, P, P, (0, 1, c, c))
+    bb[a, b] = 0.5 * _hermite_moments(act, blocks, base, P, P, (1, 1, c, c))
+    return Jacobian(aa, ab, bb)
+
+
+def _kinked_second_cross(
+    act: Activation,
+    Kp: np.ndarray,
+    Km: np.ndarray,
+    Gam: float,
+    first: bool,
+    quads: list[tuple[int, int, int, int]],
+) -> np.ndarray:
+    """``E[s''(z^p_a) s(z^p_b) s(z^m_c) s(z^m_d)]`` (``first``; else ``s_a s''_b``) for one
+    neuron at layers ``p > m`` and the kinked scale-invariant family, ``a != b``, ``{c, d}``
+    within ``{a, b}``.
+
+    Given ``y = (z^m_c, z^m_d)`` the pair ``z^p`` is ``B y + v`` with ``v`` Gaussian and
+    independent of ``y`` (covariance ``R = Cov(z^p | y) > 0``, the noise of layers ``m+1..p``),
+    so ``E[s''(z^p_a) ...] = E[s_a s_b s_c s_d He_aa(v)]`` (Stein along ``v``).
+    """
+    out = np.empty(len(quads))
+    for a_c_d in {(c == d) for _, _, c, d in quads}:
+        rows = [n for n, (_, _, c, d) in enumerate(quads) if (c == d) == a_c_d]
+        q = np.array([quads[n] for n in rows])
+        ys = q[:, 2:3] if a_c_d else q[:, 2:4]  # the distinct layer-m samples
+        zp = q[:, :2]
+        t, k = 2, ys.shape[1]
+        blocks = np.empty((len(q), t + k, t + k))
+        blocks[:, :t, :t] = Kp[zp[:, :, None], zp[:, None, :]]
+        blocks[:, t:, t:] = Km[ys[:, :, None], ys[:, None, :]]
+        blocks[:, :t, t:] = Gam * Km[zp[:, :, None], ys[:, None, :]]
+        blocks[:, t:, :t] = blocks[:, :t, t:].transpose(0, 2, 1)
+        B = blocks[:, :t, t:] @ np.linalg.inv(blocks[:, t:, t:])
+        R = blocks[:, :t, :t] - B @ blocks[:, t:, :t]
+        P = np.linalg.inv(R)
+        W = np.concatenate([P, -P @ B], axis=2)  # w = P v = P (z^p - B y)
+        g = 0 if first else 1
+        base = [(0, 0), (1, 0), (t, 0), (t + k - 1, 0)]
+        out[rows] = _hermite_moments(act, blocks, base, W, P, (g, g))
+    return out
