@@ -55,6 +55,19 @@ def test_finite_width_covariance_example_runs(tmp_path, capsys):
     assert np.abs(np.asarray(p["n_theory"])).max() > 0  # the algorithms differ at 1/n
 
 
+def test_residual_ntk_example_runs(tmp_path, capsys):
+    mod = runpy.run_path(str(ROOT / "docs" / "examples" / "residual_ntk.py"))
+    out = tmp_path / "res.png"
+    args = ["--out", str(out), "--width", "16", "--depth", "3", "--ensemble", "80"]
+    res = mod["main"]([*args, "--activations", "relu"])
+    assert out.stat().st_size > 1000 and out.with_suffix(".json").exists()
+    assert "largest |measured - theory| / (4 s.e." in capsys.readouterr().out
+    (entry,) = res.values()
+    assert set(entry["fields"]) == {"A", "B", "D", "F"}
+    a = entry["fields"]["A"]["[0,0,0,0]"]
+    assert a["theory"][0] == 0 and a["theory"][-1] > 0 and len(a["measured"]) == 3
+
+
 def _python_blocks(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
