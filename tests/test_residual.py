@@ -475,6 +475,10 @@ def test_residual_refusals_say_what_is_available():
         flow(net, X3, fields=("P",))
     with pytest.raises(ValueError, match="equal hidden widths"):
         flow(Network("tanh", widths=[3, 8, 8, 12, 1], gamma=0.5), X3, fields=("B",))
+    # the functional's dense (3N)^4 tensors per pair of layers: 16 inputs, depth 20 ~ 18 GiB
+    big = Network("relu", depth=20, width=64, n_in=16, gamma=0.5)
+    with pytest.raises(ValueError, match="this flow needs about 1[0-9].[0-9] GiB"):
+        flow(big, np.eye(16), fields=("A",), max_memory=4e9)
     assert flow(net, X3, fields=("K", "Theta"))["K"].shape == (3, 3, 3)
 
 

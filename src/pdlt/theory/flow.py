@@ -30,6 +30,7 @@ from .four_point import _MOMENT_CACHE_SIZE, four_point_moments, nlo_metric_step,
 from .kernel import arc_cosine_flow, gamma_components, helpers, kernel_flow
 from .ntk import nlo_ntk_step, ntk_step
 from .residual import (
+    COORDINATE_TYPES,
     residual_nlo_metric,
     residual_ntk_statistics,
     residual_vertex,
@@ -565,6 +566,14 @@ def estimate_work(
         integrals = (L - 1) * math.comb(N, 4)
     else:
         work, integrals = _STEP_COPIES_2 * N * N, 0
+    if network.residual and N > 1:
+        # the covariance functional keeps a dense (M, M, M, M) tensor per pair of labels
+        # (layers still to come), M = N per coordinate type (z; zeta; zeta')
+        types = [COORDINATE_TYPES[f] for f in names if f in COORDINATE_TYPES]
+        if types:
+            work += (L * L + 2 * L) * (max(types) * N) ** 4
+            # one neuron at two layers: four distinct samples a < b, c < d per pair of layers
+            integrals += (L - 1) * (L - 2) // 2 * math.comb(N, 2) ** 2
     return WorkEstimate(8 * (stored + work) + _QUADRATURE_BYTES, integrals, names)
 
 

@@ -508,8 +508,9 @@ def _fill_cross(
 # --------------------------------------------------------------------------------------------
 # the NTK statistics A, B, D, F: the covariance functional on an extended neuron state
 
-_TYPES = {"V": 1, "D": 2, "F": 2, "A": 3, "B": 3}
-"""How many coordinate types each field needs: ``z``; ``z, zeta``; ``z, zeta, zeta'``."""
+COORDINATE_TYPES = {"V": 1, "D": 2, "F": 2, "A": 3, "B": 3}
+"""How many coordinate types of the extended state each field needs: ``z``; ``z, zeta``;
+``z, zeta, zeta'``."""
 
 
 def residual_ntk_statistics(
@@ -574,7 +575,7 @@ def residual_ntk_statistics(
     K = np.asarray(K, dtype=np.float64)
     Theta = np.asarray(Theta, dtype=np.float64)
     N = K.shape[1]
-    n_types = max(_TYPES[f] for f in fields)
+    n_types = max(COORDINATE_TYPES[f] for f in fields)
     Vx = _extended_vertex(act, K, Theta, C_W, lambda_W, gamma, n_types)
     z, h, h2 = (slice(t * N, (t + 1) * N) for t in range(3))
     views = {
