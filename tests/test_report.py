@@ -159,6 +159,7 @@ def test_bad_options_exit_2_without_writing(
         ["--depth", "1"],
         ["--depth", "0"],
         ["--ensemble", "1"],
+        ["--gamma", "1"],
     ):
         capsys.readouterr()
         assert cli.main(["report", "--quick", "--out", str(out), *args]) == 2
@@ -169,6 +170,27 @@ def test_bad_options_exit_2_without_writing(
     not_a_dir.write_text("x")
     assert cli.main(["report", "--out", str(not_a_dir)]) == 2
     assert not_a_dir.read_text() == "x"
+
+
+def test_residual_report_compares_what_the_residual_theory_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--gamma``: the depth flow of residual networks (appendix B) at residual criticality,
+    K, V, Theta, A, B, D, F (no P, Q), with the ``pdlt compare --gamma`` command that
+    reproduces its numbers."""
+    out = tmp_path / "res"
+    args = ["report", "--quick", "--activations", "relu", "--gamma", "0.5", "--out", str(out)]
+    assert cli.main([*args, "--ensemble", "60", "--json"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    section = data["depth_flow"]["relu"]
+    assert section["network"]["gamma"][1] == 0.5 and "--gamma" in section["command"]
+    fields = {r["field"] for r in section["comparison"]["rows"]}
+    assert {"A", "B"} <= fields and not fields & {"P", "Q"}
+    by_hand = _run_json(section["command"][1:], capsys)
+    for a, b in zip(by_hand["rows"], section["comparison"]["rows"], strict=True):
+        np.testing.assert_allclose(a["theory"], b["theory"], rtol=1e-12, atol=1e-300)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "residual &gamma; = 0.5" in page
 
 
 def test_interrupted_report_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -981,6 +981,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             ensemble=args.ensemble,
             seed=args.seed,
             device=args.device,
+            gamma=args.gamma,
         )
         rep = make_report(
             args.out, settings, progress=None, checkpoint=args.checkpoint, scheduler=args.scheduler
@@ -1121,7 +1122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="the main job: theory against real networks, as an HTML report with figures",
         description="Computes the universality table, the depth flow of K, V, Theta, A, B, D, "
-        "F, P, Q (theory against measured ensembles) for tanh and ReLU at criticality, the "
+        "F, P, Q (theory against measured ensembles) for tanh and ReLU at criticality (or "
+        "residual networks with --gamma), the "
         "optimal aspect ratio, and a trained network's prediction on built-in data, and writes "
         "DIR/index.html (self-contained), report.json, CSV tables and figures.  A few minutes "
         "on a 2-core CPU (--quick: about a minute).",
@@ -1136,6 +1138,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=_positive_int, default=None, help="networks M")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=None,
+        help="residual strength of the depth-flow networks, 0 <= gamma^2 < 1 (appendix B; "
+        "default 0): K, V, Theta, A, B, D, F of residual networks against real ones",
+    )
     p.add_argument(
         "--checkpoint",
         default=None,

@@ -96,6 +96,10 @@ class ReportSettings:
     seed : int
     device : str
         ``"cpu"`` or ``"cuda"`` for the real networks.
+    gamma : float
+        Residual strength of the depth-flow networks' hidden layers (appendix B; 0: vanilla).
+        Residual networks are at residual criticality, and their flow compares the fields the
+        residual theory has (K, V, Theta, A, B, D, F; no P, Q).
     """
 
     activations: tuple[str, ...] = ("tanh", "relu")
@@ -111,6 +115,7 @@ class ReportSettings:
     n_test: int = 2
     seed: int = 0
     device: str = "cpu"
+    gamma: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("depth", "width", "ensemble", "predict_depth", "predict_width"):
@@ -127,6 +132,15 @@ class ReportSettings:
             activation(a)  # a clear error for an unknown name
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if not (isinstance(self.gamma, int | float) and 0 <= self.gamma**2 < 1):
+            raise ValueError(f"gamma must be a number with 0 <= gamma^2 < 1, got {self.gamma!r}")
+
+    @property
+    def flow_fields(self) -> tuple[str, ...]:
+        """The depth-flow fields: ``fields``, less what residual networks do not have."""
+        if not self.gamma:
+            return self.fields
+        return tuple(f for f in self.fields if f not in ("P", "Q"))
 
 
 DEFAULT_SETTINGS = ReportSettings()
@@ -184,9 +198,12 @@ def universality_table(names: Sequence[str] = BOOK_ACTIVATIONS) -> list[dict[str
 
 
 def flow_network(act: str, settings: ReportSettings) -> Network:
-    """The depth-flow network: critical initialization, two outputs (A..Q need two)."""
+    """The depth-flow network: critical initialization (residual criticality (B.19) with
+    ``settings.gamma``), two outputs (A..Q need two)."""
     n_in = FLOW_INPUTS.shape[1]
-    return Network(act, depth=settings.depth, width=settings.width, n_in=n_in, n_out=2)
+    return Network(
+        act, depth=settings.depth, width=settings.width, n_in=n_in, n_out=2, gamma=settings.gamma
+    )
 
 
 def depth_flow(
@@ -208,7 +225,7 @@ def depth_flow(
         FLOW_INPUTS,
         size=settings.ensemble,
         seed=settings.seed,
-        fields=settings.fields,
+        fields=settings.flow_fields,
         device=settings.device,
         progress=progress,
         checkpoint=checkpoint,
@@ -222,10 +239,11 @@ def depth_flow(
 
 def ddntk_ratios(network: Network) -> dict[str, np.ndarray]:
     """Theory-only ddNTK ratios ``X K/(n Theta^3)``, ``X = R, S, T, U`` (∞.19)-(∞.22), for the
-    flow inputs; empty for kinked activations, where the ddNTKs are undefined (§∞.1)."""
+    flow inputs; empty for kinked activations, where the ddNTKs are undefined (§∞.1), and for
+    residual networks, whose ddNTKs are not derived."""
     from .theory.flow import flow, fluctuation_ratios
 
-    if not network.activation.smooth:
+    if not network.activation.smooth or network.residual:
         return {}
     f = flow(network, FLOW_INPUTS, fields=("K", "Theta", "R", "S", "T", "U"))
     return {k: v for k, v in fluctuation_ratios(f).items() if k[0] in "RSTU"}
@@ -252,7 +270,8 @@ def compare_command(act: str, settings: ReportSettings, inputs_csv: str) -> list
         "--device",
         settings.device,
         "--fields",
-        ",".join(settings.fields),
+        ",".join(settings.flow_fields),
+        *(["--gamma", f"{settings.gamma:g}"] if settings.gamma else []),
         "--json",
     ]
 
@@ -468,7 +487,9 @@ def _section_universality(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _section_flow(act: str, comp: Comparison, png: bytes, png_ratio: bytes | None, cmd: str) -> str:
+def _section_flow(
+    act: str, comp: Comparison, png: bytes, png_ratio: bytes | None, cmd: str, gamma: float
+) -> str:
     bad = [f"{r.field}@{r.layer}" for r in comp.rows if not r.ok]
     verdict = (
         "<span class='ok'>theory and networks agree within the stated tolerance</span>"
@@ -478,7 +499,9 @@ def _section_flow(act: str, comp: Comparison, png: bytes, png_ratio: bytes | Non
     n_rows = len(comp.rows)
     worst = max((r.max_abs_z for r in comp.rows), default=0.0)
     return (
-        f"<h2>2. Depth flow at criticality: {html.escape(act)}</h2>"
+        f"<h2>2. Depth flow at criticality: {html.escape(act)}"
+        + (f", residual &gamma; = {gamma:g} (appendix B)" if gamma else "")
+        + "</h2>"
         f"<p>{verdict} ({n_rows} field-layer rows; largest |z| = {worst:.2f}; tolerance "
         f"{comp.k:g} standard errors + the truncation allowance {comp.truncation:g}·(ℓ/n)·"
         "max|theory| beyond layer 2, where the leading-order theory is exact at any width). "
@@ -690,7 +713,9 @@ def make_report(
                 for name, blob in ((f"flow_{act}", png), (f"ratios_{act}", png_ratio)):
                     if blob is not None:
                         (tmp / "figures" / f"{name}.png").write_bytes(blob)
-                sections.append(_section_flow(act, comp, png, png_ratio, " ".join(cmd)))
+                sections.append(
+                    _section_flow(act, comp, png, png_ratio, " ".join(cmd), settings.gamma)
+                )
                 flows[act] = {
                     "command": ["pdlt", *cmd],
                     "network": theory.network.to_dict(),
