@@ -387,6 +387,8 @@ def test_residual_ntk_statistics_reduce_to_the_book_at_gamma_zero(name):
     got = residual_ntk_statistics(res.activation, f["K"], f["Theta"], *args)
     V = residual_vertex_inputs(res.activation, f["K"], res.C_W, res.gamma)
     np.testing.assert_allclose(got["V"], V, rtol=0, atol=1e-10 * np.max(np.abs(V)))
+    with pytest.raises(ValueError, match="fields must be among V, D, F, A, B, got P"):
+        residual_ntk_statistics(res.activation, f["K"], f["Theta"], *args[:3], ("P",))
 
 
 def test_residual_ntk_statistics_have_the_symmetries_of_their_definitions():
