@@ -761,17 +761,15 @@ def _cross_layer_extended(
             return _place(Theta_m, i, j, N)
         return Gam * _place(Theta_m, i, j, N)
 
-    def cov_p(i: int, j: int) -> np.ndarray:
-        return _place(Theta_p, i, j, N)
-
-    used = sorted({f[1] for feats in (feats_p, feats_m) for t in feats for f in t.values()})
-    orders = [o for o in _ORDERS4 if set(o) <= set(used)]
+    used = {f[1] for feats in (feats_p, feats_m) for t in feats for f in t.values()}
+    orders = [o for o in _ORDERS4 if set(o) <= used]
     if same:
         four = dict(zip(orders, four_point_moments(act, Km, orders), strict=True))
     else:
         four = _two_layer_moments(act, Kp, Km, Gam, orders)
-    two_p = dict(zip(_PAIR_ORDERS, mixed_pair_moments(act, Kp, _PAIR_ORDERS), strict=True))
-    two_m = dict(zip(_PAIR_ORDERS, mixed_pair_moments(act, Km, _PAIR_ORDERS), strict=True))
+    pairs = [o for o in _PAIR_ORDERS if set(o) <= used]
+    two_p = dict(zip(pairs, mixed_pair_moments(act, Kp, pairs), strict=True))
+    two_m = dict(zip(pairs, mixed_pair_moments(act, Km, pairs), strict=True))
     out = np.zeros((M,) * 4)
     for ta in range(n_types):
         for tb in range(n_types):
@@ -784,7 +782,7 @@ def _cross_layer_extended(
                             w4 = _wick([e1, e2, e3, e4], cov)
                             if not np.isscalar(w4) or w4:
                                 total = total + c1 * c2 * four[(o1, o2, o3, o4)] * w4
-                            wp = _wick([e1, e2], cov_p)
+                            wp = _wick([e1, e2], cov)
                             wm = _wick([None, None, e3, e4], cov)
                             if (not np.isscalar(wp) or wp) and (not np.isscalar(wm) or wm):
                                 mean_p = _place(two_p[(o1, o2)], 0, 1, N) * wp
