@@ -421,7 +421,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     net, inputs, measured = _measure_from_args(args)
     theory_fields = [f for f in measured.fields if f in available_fields()]
     # the measured metric against K + G1/n (4.104), the NTK mean against Theta + H1/n (9.3)
-    theory_fields += nlo_fields(net, measured.inputs.n_inputs, theory_fields)
+    theory_fields += nlo_fields(net, theory_fields)
     try:
         theory = flow(net, measured.inputs, fields=theory_fields)
         result = compare(theory, measured, k=args.k, truncation=args.truncation)

@@ -46,7 +46,7 @@ _EXACT_UP_TO_LAYER = 2
 _NLO = {"K": "G1", "Theta": "H1"}
 
 
-def nlo_fields(network: Network, n_inputs: int, fields: Sequence[str]) -> list[str]:
+def nlo_fields(network: Network, fields: Sequence[str]) -> list[str]:
     """The NLO fields a theory needs beside ``fields`` so that :func:`compare` tests measured
     means to O(1/n^2): ``G1`` for ``K`` (4.104), ``H1`` for ``Theta`` (9.3).
 

@@ -232,7 +232,7 @@ def depth_flow(
         scheduler=scheduler,
     )
     theory_fields = [f for f in measured.fields if f in available_fields()]
-    theory_fields += nlo_fields(net, measured.inputs.n_inputs, theory_fields)
+    theory_fields += nlo_fields(net, theory_fields)
     theory = flow(net, measured.inputs, fields=theory_fields)
     return theory, measured, compare(theory, measured)
 

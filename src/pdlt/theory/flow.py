@@ -138,11 +138,8 @@ def _vertex(ctx: _Context) -> dict[str, np.ndarray]:
         if N == 1:
             V[:, 0, 0, 0, 0] = residual_vertex(net.activation, K[:, 0, 0], net.C_W, net.gamma)
             return {"V": V}
-        ntk_stats = tuple(sorted(ctx.wanted & {"A", "B", "D", "F"}))
-        if ntk_stats:  # V is the (z z)(z z) block of the same pass
-            _resolve(ctx, "Theta")
-            args = (net.C_W, net.lambda_W, net.gamma, ("V", *ntk_stats))
-            return residual_ntk_statistics(net.activation, K, ctx.values["Theta"], *args)
+        if ctx.wanted & {"A", "B", "D", "F"}:  # V is the (z z)(z z) block of the same pass
+            return _residual_statistics(ctx, {"V"})
         return {"V": residual_vertex_inputs(net.activation, K, net.C_W, net.gamma)}
     ratios = _ratios(ctx)
     for ell in range(1, L):
@@ -187,12 +184,7 @@ _NTK_DEPS = {"Theta": set(), "B": {"Theta"}, "F": {"Theta"}, "D": {"Theta"}, "A"
 def _ntk(ctx: _Context, wanted: set[str]) -> dict[str, np.ndarray]:
     net, K = ctx.network, ctx.values["K"]
     if net.residual and wanted - {"Theta"}:
-        # a neuron's own past NTK and preactivations are carried forward: the covariance
-        # functional on the extended (z, zeta, zeta') state, every wanted field in one pass
-        _resolve(ctx, "Theta")
-        names = tuple(sorted((ctx.wanted | wanted) & {"A", "B", "D", "F"}))
-        args = (net.C_W, net.lambda_W, net.gamma, names)
-        return residual_ntk_statistics(net.activation, K, ctx.values["Theta"], *args)
+        return _residual_statistics(ctx, wanted)
     L, N = net.depth, K.shape[1]
     names = set(wanted)
     for w in wanted:
@@ -222,6 +214,17 @@ def _ntk(ctx: _Context, wanted: set[str]) -> dict[str, np.ndarray]:
         for f in stats:
             stats[f][ell] = new[f]
     return {"Theta": Theta, **stats}
+
+
+def _residual_statistics(ctx: _Context, extra: set[str]) -> dict[str, np.ndarray]:
+    """A, B, D, F (and V if in ``extra``) of a residual network, every wanted one in one pass: a
+    neuron's own past NTK and preactivations are carried forward, so they come from the
+    covariance functional on the extended (z, zeta, zeta') state."""
+    net = ctx.network
+    _resolve(ctx, "Theta")
+    names = tuple(sorted(((ctx.wanted | extra) & {"A", "B", "D", "F"}) | (extra & {"V"})))
+    args = (net.C_W, net.lambda_W, net.gamma, names)
+    return residual_ntk_statistics(net.activation, ctx.values["K"], ctx.values["Theta"], *args)
 
 
 @_register(["Theta"], deps=["K"])
@@ -371,7 +374,7 @@ def flow(
         require_ddntk(network.activation)
     _check_memory(estimate_work(network, inp, fields=fields), max_memory)
     if network.residual:
-        _check_residual(network, inp, fields)
+        _check_residual(network, fields)
     ctx = _Context(network, inp, {}, wanted=frozenset(_closure(fields)))
     if any(f in _FINITE_WIDTH for f in fields):
         _check_aspect_ratio(network)
@@ -430,7 +433,7 @@ _RESIDUAL_FIELDS = (
 )
 
 
-def _check_residual(network: Network, inputs: Inputs, fields: Sequence[str]) -> None:
+def _check_residual(network: Network, fields: Sequence[str]) -> None:
     """Refuse what is not known for residual networks (appendix B): the book extends only K
     (B.11) and the vertex (B.25)-(B.26); Theta follows from (B.3) at leading order; the vertex
     (corrected, spec/08 §3.4; several inputs: :func:`residual_vertex_inputs`), G1 and the NTK
