@@ -16,12 +16,22 @@ import numpy as np
 import pytest
 import torch
 
-from pdlt import Network, flow
+from pdlt import Network, _compiled, flow
 from pdlt import gaussian as gaussian_module
 from pdlt.activations import Activation, activation
 from pdlt.gaussian import moments, pairwise_moments
 
 TOL = 1e-8
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def path(request, monkeypatch):
+    """Run a test on the compiled kernels (numba) and on the numpy path they fuse."""
+    if request.param == "compiled" and _compiled.kernels() is None:
+        pytest.skip("numba is not installed")
+    if request.param == "numpy":
+        monkeypatch.setattr(_compiled, "kernels", lambda: None)
+    return request.param
 
 
 def _inputs(scale: float) -> np.ndarray:
@@ -264,14 +274,14 @@ def _arc_cosine_flow_mp(act, gram, C_b, C_W, gamma, lam_b, lam_W):
 
 
 @pytest.mark.parametrize(("name", "gamma"), [("relu", 0.0), ("leaky_relu:0.2", 0.0), ("relu", 0.5)])
-def test_depth_blocked_arc_cosine_flow(name, gamma):
+def test_depth_blocked_arc_cosine_flow(name, gamma, path):
     """:func:`arc_cosine_flow` runs each cache-sized block of pairs through all layers (N = 301:
-    many blocks, several threads).  Against the layer-by-layer recursion at 40 digits on a
-    subset of inputs (a pair's recursion involves only its own entries) including the stress
-    inputs (duplicate, nearly collinear, antiparallel), to 1e-13 of the kernel scale (plus the
-    conditioning of theta for Theta at the nearly collinear pair); against
-    pdlt's own layer-by-layer path (``kernel_flow``) on all of them; symmetric and with
-    identical rows for the duplicated input, to the last bit."""
+    many blocks, several threads), by numpy or by the compiled kernel.  Against the
+    layer-by-layer recursion at 40 digits on a subset of inputs (a pair's recursion involves
+    only its own entries) including the stress inputs (duplicate, nearly collinear,
+    antiparallel), to 1e-13 of the kernel scale (plus the conditioning of theta for Theta at
+    the nearly collinear pair); against pdlt's own layer-by-layer path (``kernel_flow``) on all
+    of them; symmetric and with identical rows for the duplicated input, to the last bit."""
     from pdlt.theory.kernel import arc_cosine_flow, kernel_flow
 
     rng = np.random.default_rng(7)
@@ -301,13 +311,18 @@ def test_depth_blocked_arc_cosine_flow(name, gamma):
     ill[:, exact_zero] = 0.0
     assert np.all(np.abs(K[:, sub][:, :, sub] - Km) <= 1e-13 * scale)
     assert np.all(np.abs(T[:, sub][:, :, sub] - Tm) <= (1e-13 + ill) * np.abs(Tm))
-    np.testing.assert_allclose(K, kernel_flow(act, gram, C_b, C_W, g), rtol=1e-14, atol=0)
+    # pdlt's layer-by-layer path: the same numbers to rounding (the compiled kernel's own
+    # arctangent differs from torch's by an ulp; leaky ReLU's <s s> cancels near zero)
+    diag = np.sqrt(np.einsum("laa->la", K))
+    np.testing.assert_array_less(
+        np.abs(K - kernel_flow(act, gram, C_b, C_W, g)), 1e-14 * diag[:, :, None] * diag[:, None]
+    )
     for F in (K, T):
         np.testing.assert_array_equal(F, np.swapaxes(F, 1, 2))
         np.testing.assert_array_equal(F[:, 292, :], F[:, 297, :])  # x[2] and its duplicate
 
 
-def test_flow_uses_depth_blocked_relu_path_and_falls_back_at_zero_variance():
+def test_flow_uses_depth_blocked_relu_path_and_falls_back_at_zero_variance(path):
     """``pdlt.flow`` takes the depth-blocked path for K and Theta of ReLU (the same numbers as
     the layer-by-layer NTK recursion, which it uses when B is also requested); a zero input
     at C_b = 0 has a vanishing variance (sigma' at the kink), which the layer-by-layer path
@@ -376,3 +391,39 @@ def test_read_only_kernel_is_accepted_without_warning():
         warnings.simplefilter("error")
         out = pairwise_moments(activation("relu"), K, [(0, 0), (1, 1)])
     np.testing.assert_allclose(np.diag(out[0]), [0.5, 1.0], rtol=1e-15)
+
+
+def test_compiled_arctangent_matches_libm():
+    """The compiled kernels' branch-free ``atan2(r, k)`` (``r >= 0``; Cephes' rational form
+    after reduction) against libm's, over 2e5 random angles and scales and the edge cases
+    (``r = 0`` both signs of ``k``, ``k = 0``, ``r = k``, tiny and huge ratios): within
+    2 ulp of ``theta`` (relative 4.5e-16, or absolute 4.5e-16 * pi near 0 and pi)."""
+    fused = _compiled.kernels()
+    if fused is None:
+        pytest.skip("numba is not installed")
+    from numba import njit
+
+    angle = njit(lambda r, k: fused.angle(r, k))
+    rng = np.random.default_rng(0)
+    theta = np.concatenate([rng.uniform(0, np.pi, 200_000), np.pi * np.array([0, 0.25, 0.5, 1])])
+    scale = 10.0 ** rng.uniform(-150, 150, theta.size)
+    r, k = np.abs(np.sin(theta)) * scale, np.cos(theta) * scale
+    r = np.concatenate([r, [0.0, 0.0, 0.0, 1.0, 1e-300, 1e-20, 3.0]])
+    k = np.concatenate([k, [1.0, -1.0, 0.0, 0.0, 1.0, -1.0, 3.0]])
+    got = np.array([angle(x, y) for x, y in zip(r, k, strict=True)])
+    want = np.arctan2(r, k)
+    tol = 4.5e-16 * np.maximum(want, np.pi * (want > 3.0))
+    assert np.all(np.abs(got - want) <= np.maximum(tol, 1e-300))
+
+
+def test_compiled_kernels_can_be_switched_off(monkeypatch):
+    """``PDLT_NUMBA=0`` selects the numpy paths (what runs without numba)."""
+    monkeypatch.setenv("PDLT_NUMBA", "0")
+    assert _compiled.kernels.__wrapped__() is None
+    monkeypatch.setenv("PDLT_NUMBA", "1")
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        assert _compiled.kernels.__wrapped__() is None
+    else:
+        assert _compiled.kernels.__wrapped__() is not None

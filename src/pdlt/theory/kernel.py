@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _compiled
 from ..activations import Activation
 from ..gaussian import (
     arc_cosine_angle,
@@ -184,7 +185,8 @@ def arc_cosine_flow(
     runs through all ``L`` layers while in cache and is mirrored to the lower one -- the same
     numbers as the layer-by-layer recursion (to rounding), about 3x faster.  The diagonal is
     computed by the same arithmetic as the blocks (``theta = r = 0`` there), so it is the same
-    to the last bit, and so are duplicated inputs.
+    to the last bit, and so are duplicated inputs.  With numba (:mod:`pdlt._compiled`) the same
+    recursion runs fused, a row of pairs through all layers in registers (another 3-6x).
 
     Parameters
     ----------
@@ -209,8 +211,24 @@ def arc_cosine_flow(
     g2 = np.zeros(L) if gamma is None else np.asarray(gamma, dtype=np.float64) ** 2
     ntk = lambda_b is not None and lambda_W is not None
     K = np.empty((L, N, N))
-    K[0] = first_layer_kernel(gram, C_b[0], C_W[0])
     Theta = np.empty((L, N, N)) if ntk else None
+    fused = _compiled.kernels()
+    if fused is not None:
+        lam = (lambda_b, lambda_W) if ntk else (np.zeros(L), np.zeros(L))
+        f64 = [np.ascontiguousarray(v, dtype=np.float64) for v in (C_b, C_W, g2, *lam)]
+        var0 = first_layer_kernel(np.diagonal(gram), C_b[0], C_W[0])
+        var = fused.arc_cosine_variances(var0, *f64[:3], A, B)
+        if np.any(var <= 0):
+            return None
+        X = np.ascontiguousarray(gram, dtype=np.float64)
+        T = K if Theta is None else Theta
+
+        def rows(r0: int, r1: int) -> None:
+            fused.arc_cosine_rows(X, K, T, var, *f64, A, B, E, r0, r1, ntk)
+
+        row_blocks(rows, N)
+        return K, Theta
+    K[0] = first_layer_kernel(gram, C_b[0], C_W[0])
     if Theta is not None:
         Theta[0] = lambda_b[0] + lambda_W[0] * gram  # type: ignore[index]  # (8.23)
 

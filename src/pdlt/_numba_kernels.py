@@ -1,0 +1,202 @@
+"""numba kernels behind :func:`pdlt._compiled.kernels` (imported only through it).
+
+Each kernel is the fused form of a numpy computation elsewhere in pdlt, which states the
+mathematics; the tests check every kernel against that numpy path and against exact references.
+All run without the GIL (``nogil``) on a range of rows, so :func:`pdlt.gaussian.row_blocks`
+spreads them over threads; none allocates per element, and the inner loops over a row are
+branch-free so they vectorize.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+PI = math.pi
+_PI_2 = math.pi / 2
+_PI_4 = math.pi / 4
+_TAN_PI_8 = 0.41421356237309504880
+
+# Cephes' atan (Moshier): atan(x) = x + x z P(z)/Q(z), z = x^2, relative error ~2e-16 on
+# |x| <= 0.66 (the reduction below keeps |x| <= tan(pi/8))
+_P0, _P1, _P2, _P3, _P4 = (
+    -8.750608600031904122785e-01,
+    -1.615753718733365076637e01,
+    -7.500855792314704667340e01,
+    -1.228866684490136173410e02,
+    -6.485021904942025371773e01,
+)
+_Q0, _Q1, _Q2, _Q3, _Q4 = (
+    2.485846490142306297962e01,
+    1.650270098316988542046e02,
+    4.328810604912902668951e02,
+    4.853903996359136964868e02,
+    1.945506571482613964425e02,
+)
+
+
+@njit(inline="always", error_model="numpy")
+def angle(r: float, k: float) -> float:
+    """``atan2(r, k)`` for ``r >= 0``, in ``[0, pi]``, branch-free (selects only, so a loop
+    over it vectorizes; libm's atan2 does not): ``y = min/max`` of ``r, |k|`` in ``[0, 1]``,
+    reduced by ``atan y = pi/4 + atan((y - 1)/(y + 1))`` above ``tan(pi/8)`` (one division
+    either way), then Cephes' rational form; ``atan2(0, 0) = 0``."""
+    ak = abs(k)
+    big = r > ak
+    num = ak if big else r
+    den = r if big else ak
+    red = num > _TAN_PI_8 * den  # then x = (y - 1)/(y + 1) = (num - den)/(num + den)
+    top = num - den if red else num
+    bottom = num + den if red else den
+    x = top / bottom if bottom > 0.0 else 0.0
+    z = x * x
+    p = (((_P0 * z + _P1) * z + _P2) * z + _P3) * z + _P4
+    q = ((((z + _Q0) * z + _Q1) * z + _Q2) * z + _Q3) * z + _Q4
+    at = x + x * z * p / q
+    at = at + _PI_4 if red else at
+    th = _PI_2 - at if big else at
+    return PI - th if k < 0.0 else th
+
+
+@njit(inline="always", error_model="numpy")
+def _product_error(x: float, y: float) -> float:
+    """``x y - fl(x y)`` exactly (Dekker's two-product), as :func:`pdlt.gaussian._product_error`."""
+    cx = 134217729.0 * x
+    xh = cx - (cx - x)
+    xl = x - xh
+    cy = 134217729.0 * y
+    yh = cy - (cy - y)
+    yl = y - yh
+    return ((xh * yh - x * y) + xh * yl + xl * yh) + xl * yl
+
+
+@njit(inline="always", error_model="numpy")
+def sine_squares(k: np.ndarray, va: float, vb: np.ndarray, r: np.ndarray) -> None:
+    """``r_ab^2 = K_aa K_bb - K_ab^2`` for a row ``a``, into ``r``, as
+    :func:`pdlt.gaussian.arc_cosine_angle` does it: where ``r^2 < 1e-4 K_aa K_bb`` the cancelling
+    determinant is redone with the products' rounding errors (a second, scalar pass, since such
+    nearly collinear pairs are few); symmetric in ``a, b`` to the last bit; 0 for a duplicated
+    pair."""
+    near = 0
+    for b in range(k.shape[0]):
+        vv = va * vb[b]
+        r[b] = vv - k[b] * k[b]
+        near += r[b] < 1e-4 * vv
+    if near:
+        for b in range(k.shape[0]):
+            if r[b] < 1e-4 * (va * vb[b]):
+                lo, hi, kb = min(va, vb[b]), max(va, vb[b]), k[b]
+                r[b] = max(
+                    (lo * hi - kb * kb) + (_product_error(lo, hi) - _product_error(kb, kb)), 0.0
+                )
+
+
+@njit(inline="always", error_model="numpy")
+def _sigma_sigma(k: float, r: float, theta: float, A: float, B: float) -> float:
+    """``<sigma_a sigma_b> = A [(pi - theta) K_ab + r_ab] + B K_ab`` (arc-cosine form)."""
+    return A * ((PI - theta) * k + r) + B * k
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def arc_cosine_variances(
+    v0: np.ndarray,
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    g2: np.ndarray,
+    A: float,
+    B: float,
+) -> np.ndarray:
+    """The diagonal ``K^(l)_aa``, shape (L, N), by the pairs' own arithmetic with
+    ``theta = r = 0`` (so :func:`arc_cosine_rows` reproduces it to the last bit)."""
+    L, N = C_b.shape[0], v0.shape[0]
+    var = np.empty((L, N))
+    var[0] = v0
+    for ell in range(1, L):
+        for a in range(N):
+            k = var[ell - 1, a]
+            var[ell, a] = C_W[ell] * _sigma_sigma(k, 0.0, 0.0, A, B) + C_b[ell] + g2[ell] * k
+    return var
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def arc_cosine_rows(
+    gram: np.ndarray,
+    K: np.ndarray,
+    T: np.ndarray,
+    var: np.ndarray,
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    g2: np.ndarray,
+    lambda_b: np.ndarray,
+    lambda_W: np.ndarray,
+    A: float,
+    B: float,
+    E: float,
+    r0: int,
+    r1: int,
+    ntk: bool,
+) -> None:
+    """Rows ``r0:r1`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in place;
+    the fused :func:`pdlt.theory.kernel.arc_cosine_flow`:
+
+    * ``K^(1) = C_b + C_W X`` (4.8), ``Theta^(1) = lambda_b + lambda_W X`` (8.23),
+    * ``K'_ab = C_b + C_W <sigma_a sigma_b> + gamma^2 K_ab``,
+    * ``Theta'_ab = lambda_b + lambda_W <sigma_a sigma_b> + [C_W (E - A theta) + gamma^2]
+      Theta_ab``.
+
+    Each pair ``a <= b`` is computed once and mirrored, so layers above the first are
+    symmetric to the last bit; the rows go through all layers in tiles of 16, whose mirror
+    (columns ``a`` below the diagonal) is written in runs of 16.
+
+    Parameters
+    ----------
+    gram : ndarray, shape (N, N)
+        ``X``.
+    K, T : ndarray, shape (L, N, N)
+        Outputs; ``T`` is not touched unless ``ntk``.
+    var : ndarray, shape (L, N)
+        :func:`arc_cosine_variances`.
+    """
+    L, N = K.shape[0], K.shape[1]
+    R = 16
+    kS, tS, r = np.empty((R, N)), np.empty((R, N)), np.empty(N)
+    for s0 in range(r0, r1, R):
+        s1 = min(s0 + R, r1)
+        for a in range(s0, s1):
+            for b in range(N):
+                K[0, a, b] = C_b[0] + C_W[0] * gram[a, b]
+                if ntk:
+                    T[0, a, b] = lambda_b[0] + lambda_W[0] * gram[a, b]
+            kS[a - s0, a:] = K[0, a, a:]
+            if ntk:
+                tS[a - s0, a:] = T[0, a, a:]
+        for ell in range(1, L):
+            cb, cw, gg = C_b[ell], C_W[ell], g2[ell]
+            lb, lw = lambda_b[ell], lambda_W[ell]
+            for a in range(s0, s1):
+                k, t, m = kS[a - s0, a:], tS[a - s0, a:], N - a
+                # the diagonal (b = 0 here) is exact, r = 0: it never needs the second pass
+                r[0] = 0.0
+                sine_squares(k[1:], var[ell - 1, a], var[ell - 1, a + 1 :], r[1:m])
+                Krow, Trow = K[ell, a, a:], T[ell, a, a:]
+                if ntk:
+                    for b in range(m):
+                        kb, rb = k[b], math.sqrt(r[b])
+                        theta = angle(rb, kb)
+                        ss = _sigma_sigma(kb, rb, theta, A, B)
+                        t[b] = (cw * (E - A * theta) + gg) * t[b] + lw * ss + lb
+                        Trow[b] = t[b]
+                        k[b] = cw * ss + cb + gg * kb
+                        Krow[b] = k[b]
+                else:
+                    for b in range(m):
+                        kb, rb = k[b], math.sqrt(r[b])
+                        k[b] = cw * _sigma_sigma(kb, rb, angle(rb, kb), A, B) + cb + gg * kb
+                        Krow[b] = k[b]
+            for b in range(s0 + 1, N):  # the mirror: K[ell, b, a] = K[ell, a, b], a < b
+                for a in range(s0, min(s1, b)):
+                    K[ell, b, a] = kS[a - s0, b]
+                    if ntk:
+                        T[ell, b, a] = tS[a - s0, b]
