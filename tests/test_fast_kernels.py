@@ -427,3 +427,95 @@ def test_compiled_kernels_can_be_switched_off(monkeypatch):
         assert _compiled.kernels.__wrapped__() is None
     else:
         assert _compiled.kernels.__wrapped__() is not None
+
+
+def _layer_by_layer(act, gram, C_b, C_W, g, lam_b, lam_W):
+    """K and Theta by pdlt's layer-by-layer path (``pairwise_moments`` at each layer)."""
+    from pdlt.theory.kernel import kernel_flow
+
+    pair: list[np.ndarray] = []
+    K = kernel_flow(act, gram, C_b, C_W, g, derivative_moments=pair)
+    T = np.empty_like(K)
+    T[0] = lam_b[0] + lam_W[0] * gram
+    for ell in range(1, len(C_b)):
+        ss, dd = pair[ell - 1]
+        T[ell] = lam_b[ell] + lam_W[ell] * ss + (C_W[ell] * dd + g[ell] ** 2) * T[ell - 1]
+    return K, T
+
+
+def _mehler_case(gamma: float, n: int = 40):
+    """Inputs with a duplicate, a nearly collinear pair (1e-7), an antiparallel pair and a zero
+    input among ``n`` random ones; depth-6 hyperparameters varying by layer."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(n, 4)) * rng.uniform(0.5, 1.5, size=(n, 1))
+    x = np.vstack([x, x[2], x[3] + 1e-7 * x[0], -x[4], np.zeros(4)])
+    L = 6
+    g = np.full(L, gamma)
+    g[0] = 0.0
+    hyper = (np.linspace(0.0, 0.2, L), np.linspace(1.2, 0.9, L) * (1 - gamma**2), g)
+    return x @ x.T / 4, hyper, (np.linspace(1.0, 0.5, L), np.linspace(0.7, 1.3, L))
+
+
+@pytest.mark.parametrize(
+    ("name", "gamma"), [("tanh", 0.0), ("gelu", 0.0), ("custom_torch", 0.0), ("tanh", 0.6)]
+)
+def test_fused_mehler_flow_matches_layer_by_layer(name, gamma):
+    """:func:`mehler_flow` (compiled, each tile of pairs through all layers) against the
+    layer-by-layer path through ``pairwise_moments``: both sum Mehler's series to a 1e-10
+    tail bound per layer, so they agree to 1e-9 of the kernel scale; symmetric, with the
+    duplicated input's rows identical, to the last bit."""
+    from pdlt.theory.kernel import mehler_flow
+
+    if _compiled.kernels() is None:
+        pytest.skip("numba is not installed")
+    act = _activation(name)
+    gram, (C_b, C_W, g), lam = _mehler_case(gamma)
+    K, T = mehler_flow(act, gram, C_b, C_W, g, *lam)
+    Kr, Tr = _layer_by_layer(act, gram, C_b, C_W, g, *lam)
+    for F, R in ((K, Kr), (T, Tr)):
+        s = np.sqrt(np.einsum("laa->la", R))
+        assert np.all(np.abs(F - R) <= 1e-9 * s[:, :, None] * s[:, None] + 1e-15)
+        np.testing.assert_array_equal(F, np.swapaxes(F, 1, 2))
+        np.testing.assert_array_equal(F[:, 2], F[:, 40])  # x[2] and its duplicate
+    K_alone, none = mehler_flow(act, gram, C_b, C_W, g)  # without learning rates: K alone
+    assert none is None
+    # (its truncation follows the tail of sigma alone, not the worse of sigma and sigma')
+    np.testing.assert_allclose(K_alone, K, rtol=0, atol=1e-9 * np.max(K))
+
+
+def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(monkeypatch):
+    """With the first ladder cut to m = 8, some pairs are not covered and the whole flow is
+    redone with coefficients to 256 (same numbers as the layer-by-layer path); a variance above
+    (3 scale)^2 makes it decline (None), and ``flow`` then takes the layer-by-layer path."""
+    from pdlt.theory import kernel as kernel_module
+
+    if _compiled.kernels() is None:
+        pytest.skip("numba is not installed")
+    act = activation("tanh")
+    gram, (C_b, C_W, g), lam = _mehler_case(0.0, n=10)
+    attempts: list[int] = []
+    real = kernel_module._mehler_attempt
+
+    def counting(fused, act, X, f64, ntk, M):
+        out = real(fused, act, X, f64, ntk, M)
+        attempts.append(out[2])
+        return out
+
+    monkeypatch.setattr(kernel_module, "_mehler_attempt", counting)
+    monkeypatch.setattr(kernel_module, "_SERIES_FIRST", 8)
+    K, T = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
+    assert len(attempts) == 2 and attempts[0] > 0 and attempts[1] == 0
+    Kr, Tr = _layer_by_layer(act, gram, C_b, C_W, g, *lam)
+    np.testing.assert_allclose(K, Kr, rtol=0, atol=1e-9 * np.max(Kr))
+    np.testing.assert_allclose(T, Tr, rtol=0, atol=1e-9 * np.max(Tr))
+    monkeypatch.undo()
+    big = 20.0 * gram  # variances ~ 20 > 3^2
+    assert kernel_module.mehler_flow(act, big, C_b, C_W, g, *lam) is None
+    x = np.random.default_rng(0).normal(size=(4, 3)) * 5.0
+    net = Network("tanh", depth=3, n_in=3, lambda_b=0.5, lambda_W=1.0)
+    f = flow(net, x, fields=("K", "Theta"))
+    Kr, Tr = _layer_by_layer(
+        act, x @ x.T / 3, net.C_b, net.C_W, np.zeros(3), net.lambda_b, net.lambda_W
+    )
+    np.testing.assert_allclose(f.K, Kr, rtol=1e-14)
+    np.testing.assert_allclose(f.Theta, Tr, rtol=1e-14)

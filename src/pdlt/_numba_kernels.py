@@ -200,3 +200,139 @@ def arc_cosine_rows(
                     K[ell, b, a] = kS[a - s0, b]
                     if ntk:
                         T[ell, b, a] = tS[a - s0, b]
+
+
+@njit(inline="always", error_model="numpy")
+def _horner(
+    c: np.ndarray, a: int, rho: np.ndarray, mb: np.ndarray, top: int, m: int, acc: np.ndarray
+) -> None:
+    """``acc[b] = sum_{n <= mb[b]} c[n, a] c[n, a + b] rho[b]^n`` for ``b = 1..m-1`` by Horner's
+    rule run to ``top`` for all (zeros above a pair's own ``mb[b]``, so its value is that of
+    its own sum to the last bit)."""
+    acc[:m] = 0.0
+    for n in range(top, -1, -1):
+        ca = c[n, a]
+        cn = c[n, a:]
+        for b in range(1, m):
+            acc[b] = acc[b] * rho[b] + (ca * cn[b] if n <= mb[b] else 0.0)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def mehler_rows(
+    gram: np.ndarray,
+    K: np.ndarray,
+    T: np.ndarray,
+    var: np.ndarray,
+    inv: np.ndarray,
+    c0: np.ndarray,
+    c1: np.ndarray,
+    tau: np.ndarray,
+    ladder: np.ndarray,
+    d00: np.ndarray,
+    d11: np.ndarray,
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    g2: np.ndarray,
+    lambda_b: np.ndarray,
+    lambda_W: np.ndarray,
+    tol: float,
+    r0: int,
+    r1: int,
+    ntk: bool,
+) -> int:
+    """Rows ``r0:r1`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in place, for
+    a smooth activation by Mehler's series; the fused :func:`pdlt.theory.kernel.mehler_flow`.
+
+    Per layer, ``<sigma_a sigma_b> = sum_{n <= m} c_n(a) c_n(b) rho_ab^n`` (and the same with
+    the coefficients of ``sigma'``), ``m`` the first rung of ``ladder`` whose tail bound
+    ``|rho|^(m+1) tau_m(a) tau_m(b)`` is at most ``tol`` (:func:`pdlt.gaussian._mehler`), chosen
+    per pair so a pair's value does not depend on its neighbours; the diagonal and duplicated
+    pairs (``K_ab = K_aa = K_bb``) take the one-dimensional moments ``d00, d11``.  Pairs ``a <=
+    b`` are computed once and mirrored, in tiles of 16 rows, as :func:`arc_cosine_rows`.
+
+    Parameters
+    ----------
+    gram : ndarray, shape (N, N)
+    K, T : ndarray, shape (L, N, N)
+        Outputs (``T`` untouched unless ``ntk``).
+    var, inv : ndarray, shape (L, N)
+        ``K^(l)_aa`` and ``1/sqrt(K^(l)_aa)`` (0 for a zero variance).
+    c0, c1 : ndarray, shape (L - 1, M + 1, N)
+        Normalized Hermite coefficients of ``sigma`` and ``sigma'`` at ``K^(l)_aa``.
+    tau : ndarray, shape (L - 1, J, N)
+        Normalized tails ``sqrt(T_m / E)`` (worst over the orders) at the rungs ``ladder`` (J,).
+    d00, d11 : ndarray, shape (L - 1, N)
+        ``<sigma^2>``, ``<sigma'^2>`` at ``K^(l)_aa``.
+
+    Returns
+    -------
+    int
+        Pairs (counted per layer) that no rung covers; their values are then not to be used.
+    """
+    L, N = K.shape[0], K.shape[1]
+    J = ladder.shape[0]
+    R = 16
+    kS, tS = np.empty((R, N)), np.empty((R, N))
+    rh, acc0, acc1 = np.empty(N), np.empty(N), np.empty(N)
+    mb = np.empty(N, dtype=np.int64)
+    failed = 0
+    for s0 in range(r0, r1, R):
+        s1 = min(s0 + R, r1)
+        for a in range(s0, s1):
+            for b in range(N):
+                K[0, a, b] = C_b[0] + C_W[0] * gram[a, b]
+                if ntk:
+                    T[0, a, b] = lambda_b[0] + lambda_W[0] * gram[a, b]
+            kS[a - s0, a:] = K[0, a, a:]
+            if ntk:
+                tS[a - s0, a:] = T[0, a, a:]
+        for ell in range(1, L):
+            j = ell - 1
+            cb, cw, gg = C_b[ell], C_W[ell], g2[ell]
+            lb, lw = lambda_b[ell], lambda_W[ell]
+            for a in range(s0, s1):
+                k, t, m = kS[a - s0, a:], tS[a - s0, a:], N - a
+                va, ia = var[j, a], inv[j, a]
+                mb[0] = -1  # the diagonal
+                mmax = 0
+                tj, vj, ij = tau[j], var[j], inv[j]
+                for b in range(1, m):  # one branch-free pass: rho, each pair's m, duplicates
+                    kb = k[b]
+                    rho = min(max(kb * (ia * ij[a + b]), -1.0), 1.0)
+                    rh[b] = rho
+                    ar = abs(rho)
+                    q = ar * ar
+                    q = q * q
+                    q = q * q  # |rho|^8, then ^16, ^32, ...: the bound at rung m has |rho|^(m+1)
+                    mi = -2
+                    for i in range(J):
+                        ok = q * ar * tj[i, a] * tj[i, a + b] <= tol
+                        mi = ladder[i] if (ok and mi == -2) else mi
+                        q = q * q
+                    dup = (kb == va) & (kb == vj[a + b])  # z_a = z_b: one-dimensional
+                    lost = (mi == -2) & ~dup
+                    failed += lost
+                    mi = -1 if dup else (0 if lost else mi)
+                    mb[b] = mi
+                    mmax = max(mmax, mi)
+                _horner(c0[j], a, rh, mb, mmax, m, acc0)
+                if ntk:
+                    _horner(c1[j], a, rh, mb, mmax, m, acc1)
+                for b in range(m):  # the diagonal and duplicated pairs
+                    acc0[b] = d00[j, a] if mb[b] == -1 else acc0[b]
+                if ntk:
+                    Trow = T[ell, a, a:]
+                    for b in range(m):
+                        sp = d11[j, a] if mb[b] == -1 else acc1[b]
+                        t[b] = lb + lw * acc0[b] + (cw * sp + gg) * t[b]
+                        Trow[b] = t[b]
+                Krow = K[ell, a, a:]
+                for b in range(m):
+                    k[b] = cw * acc0[b] + cb + gg * k[b]
+                    Krow[b] = k[b]
+            for b in range(s0 + 1, N):  # the mirror, as in arc_cosine_rows
+                for a in range(s0, min(s1, b)):
+                    K[ell, b, a] = kS[a - s0, b]
+                    if ntk:
+                        T[ell, b, a] = tS[a - s0, b]
+    return failed

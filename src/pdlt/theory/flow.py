@@ -27,7 +27,7 @@ from ..results import Flow
 from .ddntk import ddntk_step, require_ddntk
 from .dntk import DntkMoments, dntk_moments, dntk_step
 from .four_point import _MOMENT_CACHE_SIZE, four_point_moments, nlo_metric_step, vertex_step
-from .kernel import arc_cosine_flow, gamma_components, helpers, kernel_flow
+from .kernel import arc_cosine_flow, gamma_components, helpers, kernel_flow, mehler_flow
 from .ntk import nlo_ntk_step, ntk_step
 from .residual import (
     COORDINATE_TYPES,
@@ -78,11 +78,13 @@ def available_fields() -> tuple[str, ...]:
 @_register(["K"])
 def _kernel(ctx: _Context) -> dict[str, np.ndarray]:
     net = ctx.network
-    if net.activation.scale_invariant is not None and not ctx.wanted & _PAIR_CACHE_USERS:
+    si = net.activation.scale_invariant is not None
+    if not ctx.wanted & _PAIR_CACHE_USERS and (si or ctx.inputs.n_inputs > 1):
         ntk = "Theta" in ctx.wanted
         lam = (net.lambda_b, net.lambda_W) if ntk else (None, None)
-        closed = arc_cosine_flow(net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma, *lam)
-        if closed is not None:  # else a variance vanishes: the layer-by-layer recursion
+        fused = arc_cosine_flow if si else mehler_flow
+        closed = fused(net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma, *lam)
+        if closed is not None:  # else the layer-by-layer recursion (see each function)
             if ntk:
                 ctx.cache["Theta"] = closed[1]
             return {"K": closed[0]}
@@ -176,8 +178,9 @@ def _nlo_metric(ctx: _Context) -> dict[str, np.ndarray]:
 _NTK_FIELDS = frozenset({"Theta", "A", "B", "D", "F"})
 _PAIR_CACHE_USERS = frozenset({"A", "B", "D", "F", "H1"})
 """Fields whose recursions reuse the kernel pass's ``<sigma sigma>``, ``<sigma' sigma'>``; when
-none is requested, K and Theta of the scale-invariant family come from
-:func:`~pdlt.theory.kernel.arc_cosine_flow`."""
+none is requested, K and Theta of several inputs come from the fused flows
+:func:`~pdlt.theory.kernel.arc_cosine_flow` (the scale-invariant family) and
+:func:`~pdlt.theory.kernel.mehler_flow` (smooth activations, with numba)."""
 _NTK_DEPS = {"Theta": set(), "B": {"Theta"}, "F": {"Theta"}, "D": {"Theta"}, "A": {"Theta", "D"}}
 
 

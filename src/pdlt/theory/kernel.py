@@ -18,12 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from .. import _compiled
 from ..activations import Activation
 from ..gaussian import (
+    _SERIES_FIRST,
+    _SERIES_LADDER,
+    _SERIES_MAX_STD,
+    _SERIES_TOL,
+    _series_coefficients,
     arc_cosine_angle,
     arc_cosine_constants,
     moments,
@@ -39,6 +45,7 @@ __all__ = [
     "kernel_step",
     "kernel_flow",
     "arc_cosine_flow",
+    "mehler_flow",
     "gamma_components",
     "DeltaFlow",
     "delta_flow",
@@ -294,6 +301,96 @@ def arc_cosine_flow(
 
     row_blocks(block, N)
     return K, Theta
+
+
+def mehler_flow(
+    act: Activation,
+    gram: np.ndarray,
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    gamma: np.ndarray | None = None,
+    lambda_b: np.ndarray | None = None,
+    lambda_W: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    r"""``K^(l)`` (4.118) and, given learning rates, ``Theta^(l)`` (8.63) for ``l = 1..L`` of a
+    smooth activation, by Mehler's series, fused over all layers (needs numba).
+
+    The same mathematics as the layer-by-layer path through
+    :func:`pdlt.gaussian.pairwise_moments`: the diagonal ``K^(l)_aa`` runs first (its
+    one-dimensional moments on the Hermite coefficients' grid); then, with the coefficients of
+    ``sigma`` and ``sigma'`` of every sample at every layer in hand, each tile of pairs runs
+    through all layers while in cache (``mehler_rows`` of :mod:`pdlt._compiled`),
+
+    * ``K'_ab = C_b + C_W sum_n c_n(a) c_n(b) rho_ab^n + gamma^2 K_ab``,
+    * ``Theta'_ab = lambda_b + lambda_W <sigma_a sigma_b> + (C_W sum_n c'_n(a) c'_n(b)
+      rho_ab^n + gamma^2) Theta_ab``,
+
+    each pair summed to the first ``m`` of (8, 16, 32, 64) whose rigorous tail bound is below
+    1e-10 of the kernel scale (then, if some pair needs more, everything again with
+    coefficients to 256).
+
+    Returns
+    -------
+    (K, Theta) : ndarray, shape (L, N, N) each (``Theta`` None without learning rates), or
+    None where the fused path does not apply: no numba, an activation the series does not
+    cover, a variance above ``(3 scale)^2`` at some layer, or a pair no ``m <= 256`` covers --
+    the layer-by-layer path then handles it (per-pair quadrature where needed).
+    """
+    fused = _compiled.kernels()
+    series = act.smooth and act.polynomial_degree is None and act.homogeneous is None
+    if fused is None or not series or act.scale_invariant is not None:
+        return None
+    L = len(C_b)
+    g2 = np.zeros(L) if gamma is None else np.asarray(gamma, dtype=np.float64) ** 2
+    ntk = lambda_b is not None and lambda_W is not None
+    lam = (lambda_b, lambda_W) if ntk else (np.zeros(L), np.zeros(L))
+    f64 = [np.ascontiguousarray(v, dtype=np.float64) for v in (C_b, C_W, g2, *lam)]
+    X = np.ascontiguousarray(gram, dtype=np.float64)
+    for M in (_SERIES_FIRST, _SERIES_LADDER[-1]):
+        attempt = _mehler_attempt(fused, act, X, f64, ntk, M)
+        if attempt is None:
+            return None
+        K, Theta, failed = attempt
+        if not failed:
+            return K, Theta
+    return None
+
+
+def _mehler_attempt(
+    fused: ModuleType, act: Activation, X: np.ndarray, f64: list[np.ndarray], ntk: bool, M: int
+) -> tuple[np.ndarray, np.ndarray | None, int] | None:
+    """:func:`mehler_flow` with coefficients to ``M``: ``(K, Theta, pairs not covered)``, or
+    None when a variance leaves the series' range.  ``f64`` holds ``C_b, C_W, gamma^2,
+    lambda_b, lambda_W``, shape (L,) each."""
+    C_b, C_W, g2 = f64[:3]
+    L, N = len(C_b), X.shape[0]
+    keys = [(0, 0), (1, 1)] if ntk else [(0, 0)]
+    ladder = np.array([m for m in _SERIES_LADDER if m <= M])
+    var = np.empty((L, N))
+    var[0] = first_layer_kernel(np.diagonal(X), C_b[0], C_W[0])
+    c = np.zeros((2, max(L - 1, 0), M + 1, N))
+    tau = np.empty((max(L - 1, 0), len(ladder), N))
+    d = np.zeros((2, max(L - 1, 0), N))
+    for ell in range(L - 1):
+        std = np.sqrt(var[ell])
+        if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
+            return None
+        coef, log_tail, diag = _series_coefficients(act, keys, std, np.arange(N), M)
+        for k, key in enumerate(keys):
+            c[k, ell] = coef[k]
+            d[k, ell] = diag[key]
+        tau[ell] = np.exp(log_tail[ladder])
+        # the order of the kernel's own arithmetic, so K_aa is var to the last bit
+        var[ell + 1] = C_W[ell + 1] * d[0, ell] + C_b[ell + 1] + g2[ell + 1] * var[ell]
+    with np.errstate(divide="ignore"):
+        inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
+    K = np.empty((L, N, N))
+    Theta = np.empty((L, N, N)) if ntk else None
+    T = K if Theta is None else Theta
+    args = (X, K, T, var, inv, c[0], c[1], tau, ladder, d[0], d[1], *f64, _SERIES_TOL)
+    failed: list[int] = []
+    row_blocks(lambda r0, r1: failed.append(fused.mehler_rows(*args, r0, r1, ntk)), N)
+    return K, Theta, sum(failed)
 
 
 # --------------------------------------------------------------------------------------------
