@@ -217,6 +217,32 @@ def _horner(
             acc[b] = acc[b] * rho[b] + (ca * cn[b] if n <= mb[b] else 0.0)
 
 
+@njit(inline="always", error_model="numpy")
+def _horner_pair(
+    c: np.ndarray,
+    d: np.ndarray,
+    a: int,
+    rho: np.ndarray,
+    mb: np.ndarray,
+    top: int,
+    m: int,
+    acc: np.ndarray,
+    acd: np.ndarray,
+) -> None:
+    """:func:`_horner` for two sets of coefficients at once (one pass over ``rho`` and
+    ``mb``)."""
+    acc[:m] = 0.0
+    acd[:m] = 0.0
+    for n in range(top, -1, -1):
+        ca, da = c[n, a], d[n, a]
+        cn, dn = c[n, a:], d[n, a:]
+        for b in range(1, m):
+            use = n <= mb[b]
+            r = rho[b]
+            acc[b] = acc[b] * r + (ca * cn[b] if use else 0.0)
+            acd[b] = acd[b] * r + (da * dn[b] if use else 0.0)
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def mehler_rows(
     gram: np.ndarray,
@@ -315,9 +341,10 @@ def mehler_rows(
                     mi = -1 if dup else (0 if lost else mi)
                     mb[b] = mi
                     mmax = max(mmax, mi)
-                _horner(c0[j], a, rh, mb, mmax, m, acc0)
                 if ntk:
-                    _horner(c1[j], a, rh, mb, mmax, m, acc1)
+                    _horner_pair(c0[j], c1[j], a, rh, mb, mmax, m, acc0, acc1)
+                else:
+                    _horner(c0[j], a, rh, mb, mmax, m, acc0)
                 for b in range(m):  # the diagonal and duplicated pairs
                     acc0[b] = d00[j, a] if mb[b] == -1 else acc0[b]
                 if ntk:

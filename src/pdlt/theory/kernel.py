@@ -29,7 +29,7 @@ from ..gaussian import (
     _SERIES_LADDER,
     _SERIES_MAX_STD,
     _SERIES_TOL,
-    _series_coefficients,
+    _hermite_coefficients,
     arc_cosine_angle,
     arc_cosine_constants,
     moments,
@@ -375,11 +375,15 @@ def _mehler_attempt(
         std = np.sqrt(var[ell])
         if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
             return None
-        coef, log_tail, diag = _series_coefficients(act, keys, std, np.arange(N), M)
+        coef, tail, diag = _hermite_coefficients(act, std, keys, M)
+        tau[ell] = 0.0
         for k, key in enumerate(keys):
-            c[k, ell] = coef[k]
+            c[k, ell] = coef[k].T
             d[k, ell] = diag[key]
-        tau[ell] = np.exp(log_tail[ladder])
+            E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E), worst over the orders
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(E > 0, tail[k][:, ladder] / E, 0.0)
+            np.maximum(tau[ell], np.sqrt(ratio.T), out=tau[ell])
         # the order of the kernel's own arithmetic, so K_aa is var to the last bit
         var[ell + 1] = C_W[ell + 1] * d[0, ell] + C_b[ell + 1] + g2[ell + 1] * var[ell]
     with np.errstate(divide="ignore"):
