@@ -5,6 +5,7 @@ Not a benchmark itself (it defines no ``main``), so ``run_all.py`` skips it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -145,6 +146,7 @@ def machine_info() -> dict[str, Any]:
             if os.environ.get(k) is not None
         },
         "cuda_available": bool(torch.cuda.is_available()),
+        "numba": _version("numba"),
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
@@ -152,6 +154,14 @@ def machine_info() -> dict[str, Any]:
         props = torch.cuda.get_device_properties(0)
         info["cuda_memory_gib"] = round(props.total_memory / 2**30, 1)
     return info
+
+
+def _version(module: str) -> str | None:
+    """The installed version of ``module``, or None."""
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -4,7 +4,9 @@ Each row does the same work twice in one run: ``K^(l)`` and ``Theta^(l)`` of a d
 criticality for ``N`` random inputs (``n_0 = 16``), float64 on the CPU, by
 
 * pdlt: ``pdlt.flow(net, X, fields=("K", "Theta"))`` -- closed arc-cosine forms for ReLU,
-  Mehler's Hermite series with a 1e-10 tail bound (quadrature fallback per pair) otherwise;
+  Mehler's Hermite series with a 1e-10 tail bound (quadrature fallback per pair) otherwise,
+  each fused over all layers by the compiled kernels when numba is installed (the row also
+  times the same flow on the numpy paths);
 * Neural Tangents (``stax``, ``parameterization="ntk"``, ``W_std = sqrt(C_W)``,
   ``b_std = sqrt(C_b)``, jitted ``kernel_fn(x, None, ("nngp", "ntk"))``): ``stax.Relu`` (closed
   form) for ReLU and ``stax.ElementwiseNumerical`` (Gauss-Hermite, ``deg`` nodes per axis) for
@@ -55,6 +57,7 @@ from _common import (
 )
 
 import pdlt
+from pdlt import _compiled
 
 N_IN = 16
 DEPTH = 10
@@ -220,6 +223,14 @@ def row(
     X = inputs(N)
     net = network(name, DEPTH)
     first, best, reps, f = time_pdlt(lambda: pdlt.flow(net, X, fields=("K", "Theta")))
+    numpy_s = None
+    if _compiled.kernels() is not None:  # the same flow without the compiled kernels
+        real = _compiled.kernels
+        _compiled.kernels = lambda: None  # type: ignore[assignment]
+        try:
+            numpy_s = time_pdlt(lambda: pdlt.flow(net, X, fields=("K", "Theta")))[1]
+        finally:
+            _compiled.kernels = real  # type: ignore[assignment]
     C_b, C_W = hyperparameters(name)
     out: dict[str, Any] = {
         "activation": CUSTOM if name == "custom" else name,
@@ -230,6 +241,7 @@ def row(
         "pdlt_first_s": first,
         "pdlt_s": best,
         "pdlt_reps": reps,
+        "pdlt_numpy_s": numpy_s,
     }
     if nt_python is None:
         out["nt_status"] = "neural-tangents not installed"
@@ -287,6 +299,8 @@ def render(data: dict[str, Any]) -> str:
         "activation",
         "N",
         "pdlt s",
+        "pdlt first s",
+        "numpy path / compiled",
         "NT s",
         "NT compile s",
         "NT/pdlt",
@@ -304,6 +318,8 @@ def render(data: dict[str, Any]) -> str:
                 r["activation"],
                 r["N"],
                 fmt(r["pdlt_s"]),
+                fmt(r["pdlt_first_s"]),
+                f"{r['pdlt_numpy_s'] / r['pdlt_s']:.3g}×" if r.get("pdlt_numpy_s") else "—",
                 fmt(r["nt_s"]) if ok else "—",
                 fmt(r["nt_compile_s"]) if ok else "—",
                 f"{r['nt_over_pdlt']:.3g}×" if ok else "—",
@@ -320,6 +336,16 @@ def render(data: dict[str, Any]) -> str:
         f"{data['machine']['cpu_affinity']} CPUs · mode {data['mode']} · depth {DEPTH}, "
         f"n_0 = {N_IN}, float64, K and Θ (NT parameterization='ntk' = book with "
         "λ_b = C_b, λ_W = C_W)",
+        "",
+        (
+            f"pdlt's compiled kernels: numba {data['machine']['numba']}"
+            if data["machine"].get("numba")
+            else "pdlt's compiled kernels: not installed (numpy paths)"
+        )
+        + "; 'pdlt first s' is the first call in the process (it loads them from numba's "
+        "cache, or compiles them once per installation); 'numpy path / compiled' is the same "
+        "flow without them, timed in the same run. NT computes the last layer only, pdlt "
+        "all L layers.",
         "",
         markdown_table(head, body),
         "",

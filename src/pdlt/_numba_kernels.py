@@ -254,6 +254,7 @@ def mehler_rows(
     c1: np.ndarray,
     tau: np.ndarray,
     ladder: np.ndarray,
+    rungs: np.ndarray,
     d00: np.ndarray,
     d11: np.ndarray,
     C_b: np.ndarray,
@@ -265,7 +266,7 @@ def mehler_rows(
     r0: int,
     r1: int,
     ntk: bool,
-) -> int:
+) -> np.ndarray:
     """Rows ``r0:r1`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in place, for
     a smooth activation by Mehler's series; the fused :func:`pdlt.theory.kernel.mehler_flow`.
 
@@ -286,22 +287,23 @@ def mehler_rows(
     c0, c1 : ndarray, shape (L - 1, M + 1, N)
         Normalized Hermite coefficients of ``sigma`` and ``sigma'`` at ``K^(l)_aa``.
     tau : ndarray, shape (L - 1, J, N)
-        Normalized tails ``sqrt(T_m / E)`` (worst over the orders) at the rungs ``ladder`` (J,).
+        Normalized tails ``sqrt(T_m / E)`` (worst over the orders) at the rungs ``ladder`` (J,);
+        layer ``l`` uses its first ``rungs[l]`` (its coefficients go to ``ladder[rungs[l] -
+        1]``).
     d00, d11 : ndarray, shape (L - 1, N)
         ``<sigma^2>``, ``<sigma'^2>`` at ``K^(l)_aa``.
 
     Returns
     -------
-    int
-        Pairs (counted per layer) that no rung covers; their values are then not to be used.
+    ndarray of int, shape (L,)
+        Pairs per layer that no rung covers; if any, the values are not to be used.
     """
     L, N = K.shape[0], K.shape[1]
-    J = ladder.shape[0]
     R = 16
     kS, tS = np.empty((R, N)), np.empty((R, N))
     rh, acc0, acc1 = np.empty(N), np.empty(N), np.empty(N)
     mb = np.empty(N, dtype=np.int64)
-    failed = 0
+    failed = np.zeros(L, dtype=np.int64)
     for s0 in range(r0, r1, R):
         s1 = min(s0 + R, r1)
         for a in range(s0, s1):
@@ -331,13 +333,13 @@ def mehler_rows(
                     q = q * q
                     q = q * q  # |rho|^8, then ^16, ^32, ...: the bound at rung m has |rho|^(m+1)
                     mi = -2
-                    for i in range(J):
+                    for i in range(rungs[j]):
                         ok = q * ar * tj[i, a] * tj[i, a + b] <= tol
                         mi = ladder[i] if (ok and mi == -2) else mi
                         q = q * q
                     dup = (kb == va) & (kb == vj[a + b])  # z_a = z_b: one-dimensional
                     lost = (mi == -2) & ~dup
-                    failed += lost
+                    failed[ell] += lost
                     mi = -1 if dup else (0 if lost else mi)
                     mb[b] = mi
                     mmax = max(mmax, mi)

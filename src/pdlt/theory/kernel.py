@@ -326,8 +326,8 @@ def mehler_flow(
       rho_ab^n + gamma^2) Theta_ab``,
 
     each pair summed to the first ``m`` of (8, 16, 32, 64) whose rigorous tail bound is below
-    1e-10 of the kernel scale (then, if some pair needs more, everything again with
-    coefficients to 256).
+    1e-10 of the kernel scale (if some pair needs more, everything again with coefficients
+    to 256 from the first layer where one did on).
 
     Returns
     -------
@@ -346,44 +346,55 @@ def mehler_flow(
     lam = (lambda_b, lambda_W) if ntk else (np.zeros(L), np.zeros(L))
     f64 = [np.ascontiguousarray(v, dtype=np.float64) for v in (C_b, C_W, g2, *lam)]
     X = np.ascontiguousarray(gram, dtype=np.float64)
-    for M in (_SERIES_FIRST, _SERIES_LADDER[-1]):
+    M = np.full(max(L - 1, 0), _SERIES_FIRST)
+    for _ in range(2):
         attempt = _mehler_attempt(fused, act, X, f64, ntk, M)
         if attempt is None:
             return None
         K, Theta, failed = attempt
-        if not failed:
+        if not failed.any():
             return K, Theta
+        # more terms from the first layer where a pair failed on (its values then are lost)
+        M[int(np.argmax(failed[1:] > 0)) :] = _SERIES_LADDER[-1]
     return None
 
 
 def _mehler_attempt(
-    fused: ModuleType, act: Activation, X: np.ndarray, f64: list[np.ndarray], ntk: bool, M: int
-) -> tuple[np.ndarray, np.ndarray | None, int] | None:
-    """:func:`mehler_flow` with coefficients to ``M``: ``(K, Theta, pairs not covered)``, or
-    None when a variance leaves the series' range.  ``f64`` holds ``C_b, C_W, gamma^2,
-    lambda_b, lambda_W``, shape (L,) each."""
+    fused: ModuleType,
+    act: Activation,
+    X: np.ndarray,
+    f64: list[np.ndarray],
+    ntk: bool,
+    M: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
+    """:func:`mehler_flow` with coefficients to ``M[l]`` at layer ``l`` (shape (L - 1,)):
+    ``(K, Theta, pairs not covered per layer (L,))``, or None when a variance leaves the
+    series' range.  ``f64`` holds ``C_b, C_W, gamma^2, lambda_b, lambda_W``, shape (L,)
+    each."""
     C_b, C_W, g2 = f64[:3]
     L, N = len(C_b), X.shape[0]
     keys = [(0, 0), (1, 1)] if ntk else [(0, 0)]
-    ladder = np.array([m for m in _SERIES_LADDER if m <= M])
+    top = int(max(M, default=0))
+    ladder = np.array([m for m in _SERIES_LADDER if m <= top])
+    rungs = np.array([np.searchsorted(ladder, m, side="right") for m in M], dtype=np.int64)
     var = np.empty((L, N))
     var[0] = first_layer_kernel(np.diagonal(X), C_b[0], C_W[0])
-    c = np.zeros((2, max(L - 1, 0), M + 1, N))
-    tau = np.empty((max(L - 1, 0), len(ladder), N))
+    c = np.zeros((2, max(L - 1, 0), top + 1, N))
+    tau = np.zeros((max(L - 1, 0), len(ladder), N))
     d = np.zeros((2, max(L - 1, 0), N))
     for ell in range(L - 1):
         std = np.sqrt(var[ell])
         if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
             return None
-        coef, tail, diag = _hermite_coefficients(act, std, keys, M)
-        tau[ell] = 0.0
+        coef, tail, diag = _hermite_coefficients(act, std, keys, int(M[ell]))
+        own = ladder[: rungs[ell]]
         for k, key in enumerate(keys):
-            c[k, ell] = coef[k].T
+            c[k, ell, : M[ell] + 1] = coef[k].T
             d[k, ell] = diag[key]
             E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E), worst over the orders
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(E > 0, tail[k][:, ladder] / E, 0.0)
-            np.maximum(tau[ell], np.sqrt(ratio.T), out=tau[ell])
+                ratio = np.where(E > 0, tail[k][:, own] / E, 0.0)
+            np.maximum(tau[ell, : len(own)], np.sqrt(ratio.T), out=tau[ell, : len(own)])
         # the order of the kernel's own arithmetic, so K_aa is var to the last bit
         var[ell + 1] = C_W[ell + 1] * d[0, ell] + C_b[ell + 1] + g2[ell + 1] * var[ell]
     with np.errstate(divide="ignore"):
@@ -391,10 +402,10 @@ def _mehler_attempt(
     K = np.empty((L, N, N))
     Theta = np.empty((L, N, N)) if ntk else None
     T = K if Theta is None else Theta
-    args = (X, K, T, var, inv, c[0], c[1], tau, ladder, d[0], d[1], *f64, _SERIES_TOL)
-    failed: list[int] = []
+    args = (X, K, T, var, inv, c[0], c[1], tau, ladder, rungs, d[0], d[1], *f64, _SERIES_TOL)
+    failed: list[np.ndarray] = []
     row_blocks(lambda r0, r1: failed.append(fused.mehler_rows(*args, r0, r1, ntk)), N)
-    return K, Theta, sum(failed)
+    return K, Theta, np.sum(failed, axis=0)
 
 
 # --------------------------------------------------------------------------------------------
