@@ -224,23 +224,23 @@ def _horner_pair(
     a: int,
     rho: np.ndarray,
     mb: np.ndarray,
+    md: np.ndarray,
     top: int,
     m: int,
     acc: np.ndarray,
     acd: np.ndarray,
 ) -> None:
-    """:func:`_horner` for two sets of coefficients at once (one pass over ``rho`` and
-    ``mb``)."""
+    """:func:`_horner` for two sets of coefficients, each with its own ``m`` per pair
+    (``mb``, ``md``), in one pass over ``rho``."""
     acc[:m] = 0.0
     acd[:m] = 0.0
     for n in range(top, -1, -1):
         ca, da = c[n, a], d[n, a]
         cn, dn = c[n, a:], d[n, a:]
         for b in range(1, m):
-            use = n <= mb[b]
             r = rho[b]
-            acc[b] = acc[b] * r + (ca * cn[b] if use else 0.0)
-            acd[b] = acd[b] * r + (da * dn[b] if use else 0.0)
+            acc[b] = acc[b] * r + (ca * cn[b] if n <= mb[b] else 0.0)
+            acd[b] = acd[b] * r + (da * dn[b] if n <= md[b] else 0.0)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -252,7 +252,8 @@ def mehler_rows(
     inv: np.ndarray,
     c0: np.ndarray,
     c1: np.ndarray,
-    tau: np.ndarray,
+    tau0: np.ndarray,
+    tau1: np.ndarray,
     ladder: np.ndarray,
     rungs: np.ndarray,
     d00: np.ndarray,
@@ -273,7 +274,8 @@ def mehler_rows(
     Per layer, ``<sigma_a sigma_b> = sum_{n <= m} c_n(a) c_n(b) rho_ab^n`` (and the same with
     the coefficients of ``sigma'``), ``m`` the first rung of ``ladder`` whose tail bound
     ``|rho|^(m+1) tau_m(a) tau_m(b)`` is at most ``tol`` (:func:`pdlt.gaussian._mehler`), chosen
-    per pair so a pair's value does not depend on its neighbours; the diagonal and duplicated
+    per pair and per series, so a pair's value depends neither on its neighbours nor on
+    whether ``Theta`` is computed too; the diagonal and duplicated
     pairs (``K_ab = K_aa = K_bb``) take the one-dimensional moments ``d00, d11``.  Pairs ``a <=
     b`` are computed once and mirrored, in tiles of 16 rows, as :func:`arc_cosine_rows`.
 
@@ -286,10 +288,10 @@ def mehler_rows(
         ``K^(l)_aa`` and ``1/sqrt(K^(l)_aa)`` (0 for a zero variance).
     c0, c1 : ndarray, shape (L - 1, M + 1, N)
         Normalized Hermite coefficients of ``sigma`` and ``sigma'`` at ``K^(l)_aa``.
-    tau : ndarray, shape (L - 1, J, N)
-        Normalized tails ``sqrt(T_m / E)`` (worst over the orders) at the rungs ``ladder`` (J,);
-        layer ``l`` uses its first ``rungs[l]`` (its coefficients go to ``ladder[rungs[l] -
-        1]``).
+    tau0, tau1 : ndarray, shape (L - 1, J, N)
+        Normalized tails ``sqrt(T_m / E)`` of ``sigma`` and ``sigma'`` at the rungs ``ladder``
+        (J,); layer ``l`` uses its first ``rungs[l]`` (its coefficients go to
+        ``ladder[rungs[l] - 1]``).
     d00, d11 : ndarray, shape (L - 1, N)
         ``<sigma^2>``, ``<sigma'^2>`` at ``K^(l)_aa``.
 
@@ -302,7 +304,7 @@ def mehler_rows(
     R = 16
     kS, tS = np.empty((R, N)), np.empty((R, N))
     rh, acc0, acc1 = np.empty(N), np.empty(N), np.empty(N)
-    mb = np.empty(N, dtype=np.int64)
+    mb, md = np.empty(N, dtype=np.int64), np.empty(N, dtype=np.int64)
     failed = np.zeros(L, dtype=np.int64)
     for s0 in range(r0, r1, R):
         s1 = min(s0 + R, r1)
@@ -322,8 +324,9 @@ def mehler_rows(
                 k, t, m = kS[a - s0, a:], tS[a - s0, a:], N - a
                 va, ia = var[j, a], inv[j, a]
                 mb[0] = -1  # the diagonal
+                md[0] = -1
                 mmax = 0
-                tj, vj, ij = tau[j], var[j], inv[j]
+                t0, t1, vj, ij = tau0[j], tau1[j], var[j], inv[j]
                 for b in range(1, m):  # one branch-free pass: rho, each pair's m, duplicates
                     kb = k[b]
                     rho = min(max(kb * (ia * ij[a + b]), -1.0), 1.0)
@@ -332,19 +335,21 @@ def mehler_rows(
                     q = ar * ar
                     q = q * q
                     q = q * q  # |rho|^8, then ^16, ^32, ...: the bound at rung m has |rho|^(m+1)
-                    mi = -2
+                    m0, m1 = -2, -2
                     for i in range(rungs[j]):
-                        ok = q * ar * tj[i, a] * tj[i, a + b] <= tol
-                        mi = ladder[i] if (ok and mi == -2) else mi
+                        qa = q * ar
+                        m0 = ladder[i] if (m0 == -2 and qa * t0[i, a] * t0[i, a + b] <= tol) else m0
+                        m1 = ladder[i] if (m1 == -2 and qa * t1[i, a] * t1[i, a + b] <= tol) else m1
                         q = q * q
                     dup = (kb == va) & (kb == vj[a + b])  # z_a = z_b: one-dimensional
-                    lost = (mi == -2) & ~dup
+                    lost = ((m0 == -2) | (ntk & (m1 == -2))) & ~dup
                     failed[ell] += lost
-                    mi = -1 if dup else (0 if lost else mi)
-                    mb[b] = mi
-                    mmax = max(mmax, mi)
+                    m0 = -1 if dup else (0 if m0 == -2 else m0)
+                    m1 = -1 if dup else (0 if m1 == -2 else m1)
+                    mb[b], md[b] = m0, m1
+                    mmax = max(mmax, m0, m1 if ntk else 0)
                 if ntk:
-                    _horner_pair(c0[j], c1[j], a, rh, mb, mmax, m, acc0, acc1)
+                    _horner_pair(c0[j], c1[j], a, rh, mb, md, mmax, m, acc0, acc1)
                 else:
                     _horner(c0[j], a, rh, mb, mmax, m, acc0)
                 for b in range(m):  # the diagonal and duplicated pairs

@@ -380,7 +380,7 @@ def _mehler_attempt(
     var = np.empty((L, N))
     var[0] = first_layer_kernel(np.diagonal(X), C_b[0], C_W[0])
     c = np.zeros((2, max(L - 1, 0), top + 1, N))
-    tau = np.zeros((max(L - 1, 0), len(ladder), N))
+    tau = np.zeros((2, max(L - 1, 0), len(ladder), N))
     d = np.zeros((2, max(L - 1, 0), N))
     for ell in range(L - 1):
         std = np.sqrt(var[ell])
@@ -391,10 +391,9 @@ def _mehler_attempt(
         for k, key in enumerate(keys):
             c[k, ell, : M[ell] + 1] = coef[k].T
             d[k, ell] = diag[key]
-            E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E), worst over the orders
+            E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E) at the rungs
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(E > 0, tail[k][:, own] / E, 0.0)
-            np.maximum(tau[ell, : len(own)], np.sqrt(ratio.T), out=tau[ell, : len(own)])
+                tau[k, ell, : len(own)] = np.sqrt(np.where(E > 0, tail[k][:, own] / E, 0.0)).T
         # the order of the kernel's own arithmetic, so K_aa is var to the last bit
         var[ell + 1] = C_W[ell + 1] * d[0, ell] + C_b[ell + 1] + g2[ell + 1] * var[ell]
     with np.errstate(divide="ignore"):
@@ -402,7 +401,7 @@ def _mehler_attempt(
     K = np.empty((L, N, N))
     Theta = np.empty((L, N, N)) if ntk else None
     T = K if Theta is None else Theta
-    args = (X, K, T, var, inv, c[0], c[1], tau, ladder, rungs, d[0], d[1], *f64, _SERIES_TOL)
+    args = (X, K, T, var, inv, *c, *tau, ladder, rungs, *d, *f64, _SERIES_TOL)
     failed: list[np.ndarray] = []
     row_blocks(lambda r0, r1: failed.append(fused.mehler_rows(*args, r0, r1, ntk)), N)
     return K, Theta, np.sum(failed, axis=0)
