@@ -521,3 +521,27 @@ def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(
     )
     np.testing.assert_allclose(f.K, Kr, rtol=1e-14)
     np.testing.assert_allclose(f.Theta, Tr, rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu"])
+def test_octave_tables_interpolate_the_hermite_coefficients(name):
+    """Standard deviations over four octaves (0.3..2.5): each octave's 33-point table is
+    computed once and kept (a second call only interpolates), and the interpolated
+    coefficients, energies and 1-D moments agree with the per-sample quadrature to 1e-12 of
+    the energy."""
+    act = activation(name)
+    std = np.sort(np.random.default_rng(4).uniform(0.3, 2.5, size=200))
+    orders = [(0, 0), (1, 1)]
+    coef, energy, diag, estimate = gaussian_module._hermite_interpolated(act, std, orders, 64)
+    assert estimate <= gaussian_module._COEF_INTERP_TOL
+    hits = gaussian_module._hermite_octave.cache_info().hits
+    gaussian_module._hermite_interpolated(act, std[::-1], orders, 64)
+    assert gaussian_module._hermite_octave.cache_info().hits == hits + 4  # octaves -2..1
+    c_d, e_d, d_d = gaussian_module._hermite_direct(act, std, orders, 64, float(np.max(std)))
+    for k in (0, 1):
+        root = np.sqrt(e_d[k])
+        assert np.max(np.abs(coef[k] - c_d[k]) / root[:, None]) < 1e-12
+        assert np.max(np.abs(energy[k] - e_d[k]) / root**2) < 1e-12
+    for i, j in orders:
+        scale = np.sqrt(e_d[i] * e_d[j])
+        assert np.max(np.abs(diag[(i, j)] - d_d[(i, j)]) / scale) < 1e-12

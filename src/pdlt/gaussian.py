@@ -22,9 +22,11 @@ Three entry points:
     ``<sigma^{(i)}(z_a) sigma^{(j)}(z_b)>`` for every pair of samples of an ``N x N`` kernel
     (the kernel and NTK recursions (4.118), (8.63)): arc-cosine closed forms for the
     scale-invariant family, Mehler's Hermite series with a rigorous tail bound (1e-10 of the
-    kernel scale) for smooth activations, so ``N`` one-dimensional integrals (or 33, at
-    Chebyshev points in the standard deviation, interpolated) replace ``N^2`` two-dimensional
-    ones; pairs neither covers go to :func:`moments`.
+    kernel scale) for smooth activations, so ``N`` one-dimensional integrals (or 33 per octave
+    of the standard deviation, at Chebyshev points, kept and interpolated) replace ``N^2``
+    two-dimensional ones; pairs neither covers go to :func:`moments`.  With numba, the kernel
+    and NTK flows of several inputs run these forms fused over all layers
+    (:func:`pdlt.theory.kernel.arc_cosine_flow`, :func:`pdlt.theory.kernel.mehler_flow`).
 
 Quadrature
 ----------
@@ -1485,20 +1487,50 @@ def _chebyshev_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
 def _hermite_interpolated(
     act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray], float]:
-    """:func:`_hermite_direct` at ``_COEF_NODES`` Chebyshev points in ``s`` spanning ``std``,
-    interpolated to ``std``, with an error estimate relative to the energies: ten times the
-    largest of the last four Chebyshev coefficients of every interpolated quantity (the
-    coefficients are analytic in ``s`` on ``Re s > 0``, so their Chebyshev series decay
-    geometrically and the interpolation error is of the size of the last coefficients);
-    ``inf`` when the interpolation does not apply."""
-    lo, hi = float(np.min(std)), float(np.max(std))
-    if not lo > 0:
+    """:func:`_hermite_direct` interpolated in ``s`` from ``_COEF_NODES`` Chebyshev points on
+    each octave ``[2^k, 2^(k+1)]`` that ``std`` touches (:func:`_hermite_octave`, computed once
+    per activation and kept, so later layers and calls only interpolate), with an error
+    estimate relative to the energies (the largest over those octaves); ``inf`` when the
+    interpolation does not apply (a zero or non-finite ``s``)."""
+    if not (np.all(np.isfinite(std)) and np.min(std) > 0):
         return {}, {}, {}, math.inf
+    octave = np.floor(np.log2(std)).astype(np.int64)
+    orders = sorted({k for ij in keys for k in ij})
+    coef = {k: np.empty((len(std), M + 1)) for k in orders}
+    energy = {k: np.empty(len(std)) for k in orders}
+    diag = {key: np.empty(len(std)) for key in keys}
+    err = 0.0
+    for k in np.unique(octave):
+        at = np.flatnonzero(octave == k)
+        nodes, c, e, d, estimate = _hermite_octave(act, tuple(keys), M, int(k))
+        err = max(err, estimate)
+        W = _chebyshev_weights(nodes, std[at])
+        for o in orders:
+            coef[o][at] = W @ c[o]
+            energy[o][at] = W @ e[o]
+        for key in keys:
+            diag[key][at] = W @ d[key]
+    return coef, energy, diag, err
+
+
+_Moments1D = dict[tuple[int, int], np.ndarray]
+
+
+@lru_cache(maxsize=256)
+def _hermite_octave(
+    act: Activation, keys: tuple[tuple[int, int], ...], M: int, k: int
+) -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, np.ndarray], _Moments1D, float]:
+    """:func:`_hermite_direct` at ``_COEF_NODES`` Chebyshev points spanning ``[2^k, 2^(k+1)]``
+    (panels from the upper end), and the interpolation's error estimate relative to the
+    energies: ten times the largest of the last four Chebyshev coefficients of every
+    interpolated quantity (the coefficients are analytic in ``s`` on ``Re s > 0``, so their
+    Chebyshev series decay geometrically and the interpolation error is of the size of the
+    last coefficients).  Callers must not modify the arrays (they are cached)."""
+    lo, hi = 2.0**k, 2.0 ** (k + 1)
     P = _COEF_NODES
     angle = np.pi * np.arange(P) / (P - 1)
     nodes = 0.5 * (hi + lo) + 0.5 * (hi - lo) * np.cos(angle)
     c, e, d = _hermite_direct(act, nodes, keys, M, hi)
-    W = _chebyshev_weights(nodes, std)
     # Chebyshev coefficients of the interpolant (DCT-I); only the last four are needed
     half = np.ones(P)
     half[[0, -1]] = 0.5
@@ -1509,15 +1541,12 @@ def _hermite_interpolated(
         return 10.0 * float(np.max(np.abs(last @ values) / scale))
 
     err = 0.0
-    for k in c:
-        root = np.sqrt(np.maximum(np.min(e[k]), 1e-300))  # the smallest energy: conservative
-        err = max(err, estimate(c[k], root), estimate(e[k], root**2))
+    for o in c:
+        root = np.sqrt(np.maximum(np.min(e[o]), 1e-300))  # the smallest energy: conservative
+        err = max(err, estimate(c[o], root), estimate(e[o], root**2))
     for (i, j), v in d.items():
         err = max(err, estimate(v, np.sqrt(np.maximum(np.min(e[i] * e[j]), 1e-300))))
-    coef = {k: W @ v for k, v in c.items()}
-    energy = {k: W @ v for k, v in e.items()}
-    diag = {key: W @ v for key, v in d.items()}
-    return coef, energy, diag, err
+    return nodes, c, e, d, err
 
 
 def _hermite_coefficients(
@@ -1532,8 +1561,9 @@ def _hermite_coefficients(
     over ``|u| <= 13`` (resolving both sigma and the oscillations of ``psi_M``, 2.5
     wavelengths per panel at most; a finer rule than :func:`moments` uses in one dimension,
     error ~1e-14 relative).  From ``_COEF_INTERP_MIN`` samples on, the quadrature is done at 33
-    Chebyshev points in ``s`` spanning ``std`` and interpolated (:func:`_hermite_interpolated`;
-    the coefficients are analytic in ``s`` on ``Re s > 0``), when the last Chebyshev
+    Chebyshev points on each octave ``[2^k, 2^(k+1)]`` of ``s`` that ``std`` touches (once
+    per activation; the tables are kept) and interpolated (:func:`_hermite_interpolated`; the
+    coefficients are analytic in ``s`` on ``Re s > 0``), when the last Chebyshev
     coefficients put the error below 1e-12 of the energy; otherwise at every sample.  The
     tails are widened by ten times that estimate, so the truncation bound of :func:`_mehler`
     stays an upper bound.
