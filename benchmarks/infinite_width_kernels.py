@@ -23,9 +23,9 @@ Neural Tangents is optional and runs in a subprocess: the interpreter given by `
     /tmp/ntvenv/bin/pip install "jax[cpu]==0.4.30" "neural-tangents==0.6.5"
     python benchmarks/infinite_width_kernels.py --nt-python /tmp/ntvenv/bin/python
 
-Timing: pdlt's first call, then (when it took under 5 s) the best of 3 more; NT's first call
+Timing: pdlt's first call, then (when it took under 5 s) the best of 5 more; NT's first call
 includes the jit compilation, reported separately as ``compile`` (first call minus the best
-later one), then the best of up to 3 warm calls.  A scaling section fits log-log slopes of
+later one), then the best of up to 5 warm calls.  A scaling section fits log-log slopes of
 pdlt's time against N (depth 10) and against depth (N = 100) for ReLU and tanh.
 
 Usage: python benchmarks/infinite_width_kernels.py [--quick] [--out DIR] [--nt-python PATH]
@@ -138,13 +138,13 @@ def inputs(N: int) -> np.ndarray:
 
 
 def time_pdlt(fn: Callable[[], Any]) -> tuple[float, float, int, Any]:
-    """First call, then the best of 3 more when it took under 5 s."""
+    """First call, then the best of 5 more when it took under 5 s."""
     t0 = time.perf_counter()
     result = fn()
     first = time.perf_counter() - t0
     times = [first]
     if first < 5.0:
-        for _ in range(3):
+        for _ in range(5):
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
@@ -177,7 +177,7 @@ def run_nt(
             C_b=C_b,
             C_W=C_W,
             deg=deg,
-            reps=3,
+            reps=5,
             x=str(Path(tmp) / "x.npy"),
             out=str(Path(tmp) / "k"),
         )
