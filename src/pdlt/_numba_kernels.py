@@ -120,6 +120,55 @@ def arc_cosine_variances(
     return var
 
 
+@njit(inline="always", error_model="numpy")
+def _first_layer(
+    gram: np.ndarray,
+    K: np.ndarray,
+    T: np.ndarray,
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    lambda_b: np.ndarray,
+    lambda_W: np.ndarray,
+    s0: int,
+    s1: int,
+    kS: np.ndarray,
+    tS: np.ndarray,
+    ntk: bool,
+) -> None:
+    """Rows ``s0:s1`` of ``K^(1) = C_b + C_W X`` (4.8) and ``Theta^(1) = lambda_b + lambda_W X``
+    (8.23), and their upper triangles into the tile's state ``kS, tS`` (R, N)."""
+    N = K.shape[1]
+    for a in range(s0, s1):
+        for b in range(N):
+            K[0, a, b] = C_b[0] + C_W[0] * gram[a, b]
+            if ntk:
+                T[0, a, b] = lambda_b[0] + lambda_W[0] * gram[a, b]
+        kS[a - s0, a:] = K[0, a, a:]
+        if ntk:
+            tS[a - s0, a:] = T[0, a, a:]
+
+
+@njit(inline="always", error_model="numpy")
+def _mirror(
+    K: np.ndarray,
+    T: np.ndarray,
+    kS: np.ndarray,
+    tS: np.ndarray,
+    ell: int,
+    s0: int,
+    s1: int,
+    ntk: bool,
+) -> None:
+    """The tile's mirror at layer ``ell``: ``K[ell, b, a] = K[ell, a, b]`` for ``a`` in
+    ``s0:s1``, ``b > a`` (columns ``a`` below the diagonal, in runs of the tile's rows)."""
+    N = K.shape[1]
+    for b in range(s0 + 1, N):
+        for a in range(s0, min(s1, b)):
+            K[ell, b, a] = kS[a - s0, b]
+            if ntk:
+                T[ell, b, a] = tS[a - s0, b]
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def arc_cosine_rows(
     gram: np.ndarray,
@@ -164,14 +213,7 @@ def arc_cosine_rows(
     kS, tS, r = np.empty((R, N)), np.empty((R, N)), np.empty(N)
     for s0 in range(r0, r1, R):
         s1 = min(s0 + R, r1)
-        for a in range(s0, s1):
-            for b in range(N):
-                K[0, a, b] = C_b[0] + C_W[0] * gram[a, b]
-                if ntk:
-                    T[0, a, b] = lambda_b[0] + lambda_W[0] * gram[a, b]
-            kS[a - s0, a:] = K[0, a, a:]
-            if ntk:
-                tS[a - s0, a:] = T[0, a, a:]
+        _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, s0, s1, kS, tS, ntk)
         for ell in range(1, L):
             cb, cw, gg = C_b[ell], C_W[ell], g2[ell]
             lb, lw = lambda_b[ell], lambda_W[ell]
@@ -195,11 +237,7 @@ def arc_cosine_rows(
                         kb, rb = k[b], math.sqrt(r[b])
                         k[b] = cw * _sigma_sigma(kb, rb, angle(rb, kb), A, B) + cb + gg * kb
                         Krow[b] = k[b]
-            for b in range(s0 + 1, N):  # the mirror: K[ell, b, a] = K[ell, a, b], a < b
-                for a in range(s0, min(s1, b)):
-                    K[ell, b, a] = kS[a - s0, b]
-                    if ntk:
-                        T[ell, b, a] = tS[a - s0, b]
+            _mirror(K, T, kS, tS, ell, s0, s1, ntk)
 
 
 @njit(inline="always", error_model="numpy")
@@ -308,14 +346,7 @@ def mehler_rows(
     failed = np.zeros(L, dtype=np.int64)
     for s0 in range(r0, r1, R):
         s1 = min(s0 + R, r1)
-        for a in range(s0, s1):
-            for b in range(N):
-                K[0, a, b] = C_b[0] + C_W[0] * gram[a, b]
-                if ntk:
-                    T[0, a, b] = lambda_b[0] + lambda_W[0] * gram[a, b]
-            kS[a - s0, a:] = K[0, a, a:]
-            if ntk:
-                tS[a - s0, a:] = T[0, a, a:]
+        _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, s0, s1, kS, tS, ntk)
         for ell in range(1, L):
             j = ell - 1
             cb, cw, gg = C_b[ell], C_W[ell], g2[ell]
@@ -364,9 +395,5 @@ def mehler_rows(
                 for b in range(m):
                     k[b] = cw * acc0[b] + cb + gg * k[b]
                     Krow[b] = k[b]
-            for b in range(s0 + 1, N):  # the mirror, as in arc_cosine_rows
-                for a in range(s0, min(s1, b)):
-                    K[ell, b, a] = kS[a - s0, b]
-                    if ntk:
-                        T[ell, b, a] = tS[a - s0, b]
+            _mirror(K, T, kS, tS, ell, s0, s1, ntk)
     return failed

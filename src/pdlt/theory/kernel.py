@@ -221,8 +221,7 @@ def arc_cosine_flow(
     Theta = np.empty((L, N, N)) if ntk else None
     fused = _compiled.kernels()
     if fused is not None:
-        lam = (lambda_b, lambda_W) if ntk else (np.zeros(L), np.zeros(L))
-        f64 = [np.ascontiguousarray(v, dtype=np.float64) for v in (C_b, C_W, g2, *lam)]
+        f64 = _per_layer(C_b, C_W, g2, lambda_b, lambda_W)
         var0 = first_layer_kernel(np.diagonal(gram), C_b[0], C_W[0])
         var = fused.arc_cosine_variances(var0, *f64[:3], A, B)
         if np.any(var <= 0):
@@ -303,6 +302,20 @@ def arc_cosine_flow(
     return K, Theta
 
 
+def _per_layer(
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    g2: np.ndarray,
+    lambda_b: np.ndarray | None,
+    lambda_W: np.ndarray | None,
+) -> list[np.ndarray]:
+    """``C_b, C_W, gamma^2, lambda_b, lambda_W`` as contiguous float64 arrays (L,) for the
+    compiled kernels; zero learning rates when there are none."""
+    zero = np.zeros(len(C_b))
+    lam = (zero, zero) if lambda_b is None or lambda_W is None else (lambda_b, lambda_W)
+    return [np.ascontiguousarray(v, dtype=np.float64) for v in (C_b, C_W, g2, *lam)]
+
+
 def mehler_flow(
     act: Activation,
     gram: np.ndarray,
@@ -343,8 +356,7 @@ def mehler_flow(
     L = len(C_b)
     g2 = np.zeros(L) if gamma is None else np.asarray(gamma, dtype=np.float64) ** 2
     ntk = lambda_b is not None and lambda_W is not None
-    lam = (lambda_b, lambda_W) if ntk else (np.zeros(L), np.zeros(L))
-    f64 = [np.ascontiguousarray(v, dtype=np.float64) for v in (C_b, C_W, g2, *lam)]
+    f64 = _per_layer(C_b, C_W, g2, lambda_b, lambda_W)
     X = np.ascontiguousarray(gram, dtype=np.float64)
     M = np.full(max(L - 1, 0), _SERIES_FIRST)
     for _ in range(2):
