@@ -486,28 +486,49 @@ def test_fused_mehler_flow_matches_layer_by_layer(name, gamma):
 
 
 def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(monkeypatch):
-    """With the first ladder cut to m = 8, some pairs are not covered and the whole flow is
-    redone with coefficients to 256 (same numbers as the layer-by-layer path); a variance above
-    (3 scale)^2 makes it decline (None), and ``flow`` then takes the layer-by-layer path."""
+    """With the first ladder cut to m = 8, some pairs are not covered and the flow runs again
+    from the first layer where that happened, with coefficients to 256 (same numbers as the
+    layer-by-layer path).  A failure reported at layer 3 alone makes the second run resume
+    there: layers 0-2 are kept to the last bit.  A variance above (3 scale)^2 makes it
+    decline (None), and ``flow`` then takes the layer-by-layer path."""
     from pdlt.theory import kernel as kernel_module
 
     if _compiled.kernels() is None:
         pytest.skip("numba is not installed")
     act = activation("tanh")
     gram, (C_b, C_W, g), lam = _mehler_case(0.0, n=10)
-    attempts: list[int] = []
-    real = kernel_module._mehler_attempt
+    runs: list[tuple[int, np.ndarray]] = []
+    real = kernel_module._MehlerTables.run
+    inject = [False]
 
-    def counting(fused, act, X, f64, ntk, M):
-        out = real(fused, act, X, f64, ntk, M)
-        attempts.append(int(out[2].sum()))
-        return out
+    def recording(self, fused, X, K, Theta, var, f64, start):
+        failed = real(self, fused, X, K, Theta, var, f64, start)
+        if inject[0] and not runs:
+            failed[3] += 1
+        runs.append((start, failed.copy()))
+        return failed
 
-    monkeypatch.setattr(kernel_module, "_mehler_attempt", counting)
+    monkeypatch.setattr(kernel_module._MehlerTables, "run", recording)
+    # without the pairs 1e-7 apart and antiparallel (|rho| ~ 1 needs more than 64 terms)
+    far = np.delete(np.delete(gram, [11, 12], axis=0), [11, 12], axis=1)
+    K0, T0 = kernel_module.mehler_flow(act, far, C_b, C_W, g, *lam)
+    assert len(runs) == 1  # every pair covered by 64 terms
+    runs.clear()
+    inject[0] = True
+    K, T = kernel_module.mehler_flow(act, far, C_b, C_W, g, *lam)
+    assert [r[0] for r in runs] == [1, 3] and not runs[1][1].any()
+    np.testing.assert_array_equal(K[:3], K0[:3])
+    np.testing.assert_array_equal(T[:3], T0[:3])
+    Kr, Tr = _layer_by_layer(act, far, C_b, C_W, g, *lam)
+    for F, R in ((K, Kr), (T, Tr), (K0, Kr), (T0, Tr)):
+        np.testing.assert_allclose(F, R, rtol=0, atol=1e-9 * np.max(R))
+    Kr, Tr = _layer_by_layer(act, gram, C_b, C_W, g, *lam)
+    runs.clear()
+    inject[0] = False
     monkeypatch.setattr(kernel_module, "_SERIES_FIRST", 8)
     K, T = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
-    assert len(attempts) == 2 and attempts[0] > 0 and attempts[1] == 0
-    Kr, Tr = _layer_by_layer(act, gram, C_b, C_W, g, *lam)
+    assert len(runs) == 2 and runs[0][1].any() and not runs[1][1].any()
+    assert runs[1][0] == int(np.argmax(runs[0][1] > 0))
     np.testing.assert_allclose(K, Kr, rtol=0, atol=1e-9 * np.max(Kr))
     np.testing.assert_allclose(T, Tr, rtol=0, atol=1e-9 * np.max(Tr))
     monkeypatch.undo()

@@ -302,6 +302,7 @@ def mehler_rows(
     lambda_b: np.ndarray,
     lambda_W: np.ndarray,
     tol: float,
+    start: int,
     r0: int,
     r1: int,
     ntk: bool,
@@ -332,6 +333,9 @@ def mehler_rows(
         ``ladder[rungs[l] - 1]``).
     d00, d11 : ndarray, shape (L - 1, N)
         ``<sigma^2>``, ``<sigma'^2>`` at ``K^(l)_aa``.
+    start : int
+        The first layer to compute (1: all, from ``gram``; else from layer ``start - 1`` of
+        ``K``, ``T`` as they are).
 
     Returns
     -------
@@ -346,8 +350,14 @@ def mehler_rows(
     failed = np.zeros(L, dtype=np.int64)
     for s0 in range(r0, r1, R):
         s1 = min(s0 + R, r1)
-        _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, s0, s1, kS, tS, ntk)
-        for ell in range(1, L):
+        if start == 1:
+            _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, s0, s1, kS, tS, ntk)
+        else:  # resume from layer start - 1 as it is
+            for a in range(s0, s1):
+                kS[a - s0, a:] = K[start - 1, a, a:]
+                if ntk:
+                    tS[a - s0, a:] = T[start - 1, a, a:]
+        for ell in range(start, L):
             j = ell - 1
             cb, cw, gg = C_b[ell], C_W[ell], g2[ell]
             lb, lw = lambda_b[ell], lambda_W[ell]

@@ -339,8 +339,8 @@ def mehler_flow(
       rho_ab^n + gamma^2) Theta_ab``,
 
     each pair summed to the first ``m`` of (8, 16, 32, 64) whose rigorous tail bound is below
-    1e-10 of the kernel scale (if some pair needs more, everything again with coefficients
-    to 256 from the first layer where one did on).
+    1e-10 of the kernel scale (if some pair needs more, the flow runs again from the first
+    layer where one did, with coefficients to 256 from there on).
 
     Returns
     -------
@@ -358,65 +358,116 @@ def mehler_flow(
     ntk = lambda_b is not None and lambda_W is not None
     f64 = _per_layer(C_b, C_W, g2, lambda_b, lambda_W)
     X = np.ascontiguousarray(gram, dtype=np.float64)
+    N = X.shape[0]
+    K = np.empty((L, N, N))
+    Theta = np.empty((L, N, N)) if ntk else None
+    var = np.empty((L, N))
+    var[0] = first_layer_kernel(np.diagonal(X), C_b[0], C_W[0])
     M = np.full(max(L - 1, 0), _SERIES_FIRST)
+    tables = _MehlerTables.empty(L, N, _SERIES_FIRST)
+    start = 1
     for _ in range(2):
-        attempt = _mehler_attempt(fused, act, X, f64, ntk, M)
-        if attempt is None:
+        if not tables.fill(act, var, f64, ntk, M, start - 1):
             return None
-        K, Theta, failed = attempt
+        failed = tables.run(fused, X, K, Theta, var, f64, start)
         if not failed.any():
             return K, Theta
-        # more terms from the first layer where a pair failed on (its values then are lost)
-        M[int(np.argmax(failed[1:] > 0)) :] = _SERIES_LADDER[-1]
+        # again from the first layer where a pair was not covered (the layers before it are
+        # kept), with coefficients to 256 from there on
+        start = int(np.argmax(failed > 0))
+        M[start - 1 :] = _SERIES_LADDER[-1]
+        tables = tables.grown(_SERIES_LADDER[-1])
     return None
 
 
-def _mehler_attempt(
-    fused: ModuleType,
-    act: Activation,
-    X: np.ndarray,
-    f64: list[np.ndarray],
-    ntk: bool,
-    M: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
-    """:func:`mehler_flow` with coefficients to ``M[l]`` at layer ``l`` (shape (L - 1,)):
-    ``(K, Theta, pairs not covered per layer (L,))``, or None when a variance leaves the
-    series' range.  ``f64`` holds ``C_b, C_W, gamma^2, lambda_b, lambda_W``, shape (L,)
-    each."""
-    C_b, C_W, g2 = f64[:3]
-    L, N = len(C_b), X.shape[0]
-    keys = [(0, 0), (1, 1)] if ntk else [(0, 0)]
-    top = int(max(M, default=0))
-    ladder = np.array([m for m in _SERIES_LADDER if m <= top])
-    rungs = np.array([np.searchsorted(ladder, m, side="right") for m in M], dtype=np.int64)
-    var = np.empty((L, N))
-    var[0] = first_layer_kernel(np.diagonal(X), C_b[0], C_W[0])
-    c = np.zeros((2, max(L - 1, 0), top + 1, N))
-    tau = np.zeros((2, max(L - 1, 0), len(ladder), N))
-    d = np.zeros((2, max(L - 1, 0), N))
-    for ell in range(L - 1):
-        std = np.sqrt(var[ell])
-        if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
-            return None
-        coef, tail, diag = _hermite_coefficients(act, std, keys, int(M[ell]))
-        own = ladder[: rungs[ell]]
-        for k, key in enumerate(keys):
-            c[k, ell, : M[ell] + 1] = coef[k].T
-            d[k, ell] = diag[key]
-            E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E) at the rungs
-            with np.errstate(divide="ignore", invalid="ignore"):
-                tau[k, ell, : len(own)] = np.sqrt(np.where(E > 0, tail[k][:, own] / E, 0.0)).T
-        # the order of the kernel's own arithmetic, so K_aa is var to the last bit
-        var[ell + 1] = C_W[ell + 1] * d[0, ell] + C_b[ell + 1] + g2[ell + 1] * var[ell]
-    with np.errstate(divide="ignore"):
-        inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
-    K = np.empty((L, N, N))
-    Theta = np.empty((L, N, N)) if ntk else None
-    T = K if Theta is None else Theta
-    args = (X, K, T, var, inv, *c, *tau, ladder, rungs, *d, *f64, _SERIES_TOL)
-    failed: list[np.ndarray] = []
-    row_blocks(lambda r0, r1: failed.append(fused.mehler_rows(*args, r0, r1, ntk)), N)
-    return K, Theta, np.sum(failed, axis=0)
+@dataclass
+class _MehlerTables:
+    """Per-layer inputs of ``mehler_rows``: Hermite coefficients ``c`` (2, L - 1, top + 1, N) of
+    ``sigma`` and ``sigma'``, their normalized tails ``tau`` (2, L - 1, J, N) at the rungs
+    ``ladder`` (J,) up to ``top``, the rungs each layer may use (``rungs``, (L - 1,)) and the
+    one-dimensional moments ``d`` (2, L - 1, N)."""
+
+    c: np.ndarray
+    tau: np.ndarray
+    d: np.ndarray
+    ladder: np.ndarray
+    rungs: np.ndarray
+
+    @classmethod
+    def empty(cls, L: int, N: int, top: int) -> _MehlerTables:
+        ladder = np.array([m for m in _SERIES_LADDER if m <= top])
+        J = max(L - 1, 0)
+        return cls(
+            np.zeros((2, J, top + 1, N)),
+            np.zeros((2, J, len(ladder), N)),
+            np.zeros((2, J, N)),
+            ladder,
+            np.zeros(J, dtype=np.int64),
+        )
+
+    def grown(self, top: int) -> _MehlerTables:
+        """The same tables with room for coefficients to ``top``."""
+        _, J, m, N = self.c.shape
+        new = _MehlerTables.empty(J + 1, N, top)
+        new.c[:, :, :m] = self.c
+        new.tau[:, :, : len(self.ladder)] = self.tau
+        new.d[:] = self.d
+        new.rungs[:] = self.rungs
+        return new
+
+    def fill(
+        self,
+        act: Activation,
+        var: np.ndarray,
+        f64: list[np.ndarray],
+        ntk: bool,
+        M: np.ndarray,
+        j0: int,
+    ) -> bool:
+        """Layers ``j >= j0``: the tables to ``M[j]`` terms at ``K^(j)_aa = var[j]``, and
+        ``var[j + 1]``; False when a variance leaves the series' range."""
+        C_b, C_W, g2 = f64[:3]
+        keys = [(0, 0), (1, 1)] if ntk else [(0, 0)]
+        for j in range(j0, len(M)):
+            std = np.sqrt(var[j])
+            if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
+                return False
+            coef, tail, diag = _hermite_coefficients(act, std, keys, int(M[j]))
+            self.rungs[j] = np.searchsorted(self.ladder, M[j], side="right")
+            own = self.ladder[: self.rungs[j]]
+            self.c[:, j] = 0.0
+            for k, key in enumerate(keys):
+                self.c[k, j, : M[j] + 1] = coef[k].T
+                self.d[k, j] = diag[key]
+                E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E) at the rungs
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = np.where(E > 0, tail[k][:, own] / E, 0.0)
+                self.tau[k, j, : len(own)] = np.sqrt(ratio).T
+            # the order of the kernel's own arithmetic, so K_aa is var to the last bit
+            var[j + 1] = C_W[j + 1] * self.d[0, j] + C_b[j + 1] + g2[j + 1] * var[j]
+        return True
+
+    def run(
+        self,
+        fused: ModuleType,
+        X: np.ndarray,
+        K: np.ndarray,
+        Theta: np.ndarray | None,
+        var: np.ndarray,
+        f64: list[np.ndarray],
+        start: int,
+    ) -> np.ndarray:
+        """``mehler_rows`` over all rows from layer ``start`` on (the layers before it as
+        they are in ``K``, ``Theta``); the pairs not covered per layer, shape (L,)."""
+        with np.errstate(divide="ignore"):
+            inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
+        T = K if Theta is None else Theta
+        tables = (*self.c, *self.tau, self.ladder, self.rungs, *self.d)
+        args = (X, K, T, var, inv, *tables, *f64, _SERIES_TOL, start)
+        failed: list[np.ndarray] = []
+        ntk = Theta is not None
+        row_blocks(lambda r0, r1: failed.append(fused.mehler_rows(*args, r0, r1, ntk)), len(X))
+        return np.sum(failed, axis=0)
 
 
 # --------------------------------------------------------------------------------------------
