@@ -486,41 +486,46 @@ def test_fused_mehler_flow_matches_layer_by_layer(name, gamma):
 
 
 def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(monkeypatch):
-    """With the first ladder cut to m = 8, some pairs are not covered and the flow runs again
-    from the first layer where that happened, with coefficients to 256 (same numbers as the
-    layer-by-layer path).  A failure reported at layer 3 alone makes the second run resume
-    there: layers 0-2 are kept to the last bit.  A variance above (3 scale)^2 makes it
-    decline (None), and ``flow`` then takes the layer-by-layer path."""
+    """With the first ladder cut to m = 8, some pairs are not covered and the rows that have
+    one run again with coefficients to 256 from the first layer where that happened (same
+    numbers as the layer-by-layer path).  A failure reported at layer 3 in row 4 alone makes
+    the second run do row 4 only, and a pair covered before keeps its value: the result is
+    the first run's to the last bit, at every layer, also when only the last layer is kept.
+    A variance above (3 scale)^2 makes it decline (None), and ``flow`` then takes the
+    layer-by-layer path."""
     from pdlt.theory import kernel as kernel_module
 
     if _compiled.kernels() is None:
         pytest.skip("numba is not installed")
     act = activation("tanh")
     gram, (C_b, C_W, g), lam = _mehler_case(0.0, n=10)
-    runs: list[tuple[int, np.ndarray]] = []
+    runs: list[tuple[np.ndarray, np.ndarray]] = []
     real = kernel_module._MehlerTables.run
     inject = [False]
 
-    def recording(self, fused, X, K, Theta, var, f64, start):
-        failed = real(self, fused, X, K, Theta, var, f64, start)
+    def recording(self, fused, X, K, Theta, var, f64, slot, rows):
+        failed, bad = real(self, fused, X, K, Theta, var, f64, slot, rows)
         if inject[0] and not runs:
             failed[3] += 1
-        runs.append((start, failed.copy()))
-        return failed
+            bad[4] = True
+        runs.append((rows.copy(), failed.copy()))
+        return failed, bad
 
     monkeypatch.setattr(kernel_module._MehlerTables, "run", recording)
     # without the pairs 1e-7 apart and antiparallel (|rho| ~ 1 needs more than 64 terms)
     far = np.delete(np.delete(gram, [11, 12], axis=0), [11, 12], axis=1)
     K0, T0 = kernel_module.mehler_flow(act, far, C_b, C_W, g, *lam)
     assert len(runs) == 1  # every pair covered by 64 terms
-    runs.clear()
-    inject[0] = True
-    K, T = kernel_module.mehler_flow(act, far, C_b, C_W, g, *lam)
-    assert [r[0] for r in runs] == [1, 3] and not runs[1][1].any()
-    np.testing.assert_array_equal(K[:3], K0[:3])
-    np.testing.assert_array_equal(T[:3], T0[:3])
+    for keep in (None, np.array([len(C_b) - 1])):
+        runs.clear()
+        inject[0] = True
+        K, T = kernel_module.mehler_flow(act, far, C_b, C_W, g, *lam, keep=keep)
+        assert len(runs) == 2 and runs[1][0].tolist() == [4] and not runs[1][1].any()
+        sel = slice(None) if keep is None else keep
+        np.testing.assert_array_equal(K, K0[sel])
+        np.testing.assert_array_equal(T, T0[sel])
     Kr, Tr = _layer_by_layer(act, far, C_b, C_W, g, *lam)
-    for F, R in ((K, Kr), (T, Tr), (K0, Kr), (T0, Tr)):
+    for F, R in ((K0, Kr), (T0, Tr)):
         np.testing.assert_allclose(F, R, rtol=0, atol=1e-9 * np.max(R))
     Kr, Tr = _layer_by_layer(act, gram, C_b, C_W, g, *lam)
     runs.clear()
@@ -528,7 +533,7 @@ def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(
     monkeypatch.setattr(kernel_module, "_SERIES_FIRST", 8)
     K, T = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
     assert len(runs) == 2 and runs[0][1].any() and not runs[1][1].any()
-    assert runs[1][0] == int(np.argmax(runs[0][1] > 0))
+    assert 0 < len(runs[1][0]) < len(gram)  # the rows with a pair not covered, not all
     np.testing.assert_allclose(K, Kr, rtol=0, atol=1e-9 * np.max(Kr))
     np.testing.assert_allclose(T, Tr, rtol=0, atol=1e-9 * np.max(Tr))
     monkeypatch.undo()
@@ -584,3 +589,68 @@ def test_fused_flows_against_real_networks(name):
         t, se = theory[field], m.stderr(field)
         allow = 2 * (np.arange(4) / 64)[:, None, None] * np.abs(t)
         assert np.all(np.abs(m[field] - t) <= 4.5 * se + allow + 1e-12), field
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "gelu"])
+def test_flow_keeps_only_the_layers_asked_for(name, path):
+    """``flow(..., layers=...)`` returns the full flow's layers, to the last bit, on both
+    paths (also K asked for with chi_perp, i.e. without Theta: each series is truncated by
+    its own tail, so K does not depend on Theta being computed); for K and Theta alone the
+    fused flows never allocate the other layers (the peaks of numpy's allocations, by
+    tracemalloc, differ by exactly those layers)."""
+    import tracemalloc
+
+    x = np.random.default_rng(5).normal(size=(90, 6))
+    x[7] = x[3]
+    L = 6
+    net = Network(name, depth=L, n_in=6, lambda_b=0.3, lambda_W=1.2)
+    full = flow(net, x, fields=("K", "Theta"))
+    part = flow(net, x, fields=("K", "Theta"), layers=[-1, 2])
+    np.testing.assert_array_equal(part.layers, [2, L])
+    for f in ("K", "Theta"):
+        np.testing.assert_array_equal(part[f], full[f][[1, L - 1]])
+    other = flow(net, x, fields=("K", "chi_perp"), layers=[3])
+    chi_perp = flow(net, x, fields=("chi_perp",)).chi_perp
+    np.testing.assert_array_equal(other["chi_perp"], chi_perp[[2]])
+    np.testing.assert_array_equal(other["K"], full["K"][[2]])
+    if path == "compiled":  # the peaks of numpy's allocations differ by the layers not kept
+
+        def peak(**kwargs: object) -> int:
+            tracemalloc.start()
+            flow(net, x, fields=("K", "Theta"), **kwargs)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            return peak
+
+        saved = peak() - peak(layers=[-1])
+        N2 = 8 * len(x) ** 2  # bytes of one layer of one field
+        assert 0.98 * 2 * (L - 1) * N2 <= saved < (2 * (L - 1) + 0.5) * N2, (saved, N2)
+
+
+def test_layers_are_checked_and_kept_by_results(tmp_path):
+    """Bad ``layers`` raise with the allowed range; ``Flow.layers`` survives save and load;
+    the memory estimate counts only the kept layers of K and Theta."""
+    from pdlt import load
+    from pdlt.theory.flow import estimate_work
+
+    net = Network("tanh", depth=5, n_in=3)
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    for bad, err in (([0], "1..5"), ([6], "1..5"), ([-6], "1..5"), ([], "non-empty")):
+        with pytest.raises(ValueError, match=err):
+            flow(net, x, fields=("K",), layers=bad)
+    with pytest.raises(TypeError, match="sequence"):
+        flow(net, x, fields=("K",), layers=2)  # type: ignore[arg-type]
+    f = flow(net, x, fields=("K", "chi_perp"), layers=[4, 2, -1, 2])
+    np.testing.assert_array_equal(f.layers, [2, 4, 5])
+    assert f.table().splitlines()[1].split()[0] == "2"
+    for ext in ("npz", "json"):
+        f.save(tmp_path / f"r.{ext}")
+        g = load(tmp_path / f"r.{ext}")
+        np.testing.assert_array_equal(g.layers, [2, 4, 5])
+        np.testing.assert_array_equal(g["K"], f["K"])
+    assert flow(net, x, fields=("K",), layers=range(1, 6)).layers.tolist() == [1, 2, 3, 4, 5]
+    big = np.random.default_rng(1).normal(size=(300, 3))
+    all_layers = estimate_work(net, big, fields=("K", "Theta")).bytes
+    last = estimate_work(net, big, fields=("K", "Theta"), layers=[-1]).bytes
+    assert all_layers - last == 2 * (5 - 1) * 8 * 300**2  # K and Theta at 4 layers fewer
+    assert estimate_work(net, big, fields=("K", "V"), layers=[-1]).bytes > 0

@@ -129,23 +129,27 @@ def _first_layer(
     C_W: np.ndarray,
     lambda_b: np.ndarray,
     lambda_W: np.ndarray,
-    s0: int,
-    s1: int,
+    slot: np.ndarray,
+    tile: np.ndarray,
     kS: np.ndarray,
     tS: np.ndarray,
     ntk: bool,
 ) -> None:
-    """Rows ``s0:s1`` of ``K^(1) = C_b + C_W X`` (4.8) and ``Theta^(1) = lambda_b + lambda_W X``
-    (8.23), and their upper triangles into the tile's state ``kS, tS`` (R, N)."""
-    N = K.shape[1]
-    for a in range(s0, s1):
-        for b in range(N):
-            K[0, a, b] = C_b[0] + C_W[0] * gram[a, b]
+    """The tile's rows (``tile``, sorted) of ``K^(1) = C_b + C_W X`` (4.8) and ``Theta^(1) =
+    lambda_b + lambda_W X`` (8.23): their upper triangles into the tile's state ``kS, tS``
+    (R, N), and the whole rows into ``K[slot[0]], T[slot[0]]`` when the first layer is kept."""
+    N = gram.shape[0]
+    for p in range(tile.shape[0]):
+        a = tile[p]
+        for b in range(a, N):
+            kS[p, b] = C_b[0] + C_W[0] * gram[a, b]
             if ntk:
-                T[0, a, b] = lambda_b[0] + lambda_W[0] * gram[a, b]
-        kS[a - s0, a:] = K[0, a, a:]
-        if ntk:
-            tS[a - s0, a:] = T[0, a, a:]
+                tS[p, b] = lambda_b[0] + lambda_W[0] * gram[a, b]
+        if slot[0] >= 0:
+            for b in range(N):
+                K[slot[0], a, b] = C_b[0] + C_W[0] * gram[a, b]
+                if ntk:
+                    T[slot[0], a, b] = lambda_b[0] + lambda_W[0] * gram[a, b]
 
 
 @njit(inline="always", error_model="numpy")
@@ -154,19 +158,32 @@ def _mirror(
     T: np.ndarray,
     kS: np.ndarray,
     tS: np.ndarray,
-    ell: int,
-    s0: int,
-    s1: int,
+    s: int,
+    tile: np.ndarray,
     ntk: bool,
 ) -> None:
-    """The tile's mirror at layer ``ell``: ``K[ell, b, a] = K[ell, a, b]`` for ``a`` in
-    ``s0:s1``, ``b > a`` (columns ``a`` below the diagonal, in runs of the tile's rows)."""
-    N = K.shape[1]
-    for b in range(s0 + 1, N):
-        for a in range(s0, min(s1, b)):
-            K[ell, b, a] = kS[a - s0, b]
+    """The tile's mirror in output slot ``s``: ``K[s, b, a] = K[s, a, b]`` for the tile's rows
+    ``a`` (sorted) and ``b > a`` (for each ``b``, the run of the tile's rows below it)."""
+    N, R = K.shape[1], tile.shape[0]
+    q = 0
+    for b in range(tile[0] + 1, N):
+        while q < R and tile[q] < b:
+            q += 1
+        for p in range(q):
+            K[s, b, tile[p]] = kS[p, b]
             if ntk:
-                T[ell, b, a] = tS[a - s0, b]
+                T[s, b, tile[p]] = tS[p, b]
+
+
+@njit(inline="always", error_model="numpy")
+def _rows(
+    K: np.ndarray, T: np.ndarray, s: int, a: int, junk: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``a`` from the diagonal on of output slot ``s`` of ``K, T``; rows of ``junk``
+    (2, N) when the layer is not kept, so the loops that fill them have no branch."""
+    if s >= 0:
+        return K[s, a, a:], T[s, a, a:]
+    return junk[0, a:], junk[1, a:]
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -183,11 +200,13 @@ def arc_cosine_rows(
     A: float,
     B: float,
     E: float,
-    r0: int,
-    r1: int,
+    slot: np.ndarray,
+    rows: np.ndarray,
+    i0: int,
+    i1: int,
     ntk: bool,
 ) -> None:
-    """Rows ``r0:r1`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in place;
+    """Rows ``rows[i0:i1]`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in place;
     the fused :func:`pdlt.theory.kernel.arc_cosine_flow`:
 
     * ``K^(1) = C_b + C_W X`` (4.8), ``Theta^(1) = lambda_b + lambda_W X`` (8.23),
@@ -203,26 +222,31 @@ def arc_cosine_rows(
     ----------
     gram : ndarray, shape (N, N)
         ``X``.
-    K, T : ndarray, shape (L, N, N)
-        Outputs; ``T`` is not touched unless ``ntk``.
+    K, T : ndarray, shape (S, N, N)
+        Outputs, the kept layers only; ``T`` is not touched unless ``ntk``.
     var : ndarray, shape (L, N)
         :func:`arc_cosine_variances`.
+    slot : ndarray of int, shape (L,)
+        Where layer ``l`` goes in ``K, T`` (-1: not kept).
+    rows : ndarray of int, shape (P,)
+        Sorted rows, of which those at ``rows[i0:i1]`` are done here.
     """
-    L, N = K.shape[0], K.shape[1]
+    L, N = C_b.shape[0], gram.shape[0]
     R = 16
-    kS, tS, r = np.empty((R, N)), np.empty((R, N)), np.empty(N)
-    for s0 in range(r0, r1, R):
-        s1 = min(s0 + R, r1)
-        _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, s0, s1, kS, tS, ntk)
+    kS, tS, r, junk = np.empty((R, N)), np.empty((R, N)), np.empty(N), np.empty((2, N))
+    for p0 in range(i0, i1, R):
+        tile = rows[p0 : min(p0 + R, i1)]
+        _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, slot, tile, kS, tS, ntk)
         for ell in range(1, L):
             cb, cw, gg = C_b[ell], C_W[ell], g2[ell]
             lb, lw = lambda_b[ell], lambda_W[ell]
-            for a in range(s0, s1):
-                k, t, m = kS[a - s0, a:], tS[a - s0, a:], N - a
+            for p in range(tile.shape[0]):
+                a = tile[p]
+                k, t, m = kS[p, a:], tS[p, a:], N - a
                 # the diagonal (b = 0 here) is exact, r = 0: it never needs the second pass
                 r[0] = 0.0
                 sine_squares(k[1:], var[ell - 1, a], var[ell - 1, a + 1 :], r[1:m])
-                Krow, Trow = K[ell, a, a:], T[ell, a, a:]
+                Krow, Trow = _rows(K, T, slot[ell], a, junk)
                 if ntk:
                     for b in range(m):
                         kb, rb = k[b], math.sqrt(r[b])
@@ -237,48 +261,145 @@ def arc_cosine_rows(
                         kb, rb = k[b], math.sqrt(r[b])
                         k[b] = cw * _sigma_sigma(kb, rb, angle(rb, kb), A, B) + cb + gg * kb
                         Krow[b] = k[b]
-            _mirror(K, T, kS, tS, ell, s0, s1, ntk)
+            if slot[ell] >= 0:
+                _mirror(K, T, kS, tS, slot[ell], tile, ntk)
 
 
 @njit(inline="always", error_model="numpy")
-def _horner(
-    c: np.ndarray, a: int, rho: np.ndarray, mb: np.ndarray, top: int, m: int, acc: np.ndarray
-) -> None:
-    """``acc[b] = sum_{n <= mb[b]} c[n, a] c[n, a + b] rho[b]^n`` for ``b = 1..m-1`` by Horner's
-    rule run to ``top`` for all (zeros above a pair's own ``mb[b]``, so its value is that of
-    its own sum to the last bit)."""
-    acc[:m] = 0.0
-    for n in range(top, -1, -1):
-        ca = c[n, a]
-        cn = c[n, a:]
-        for b in range(1, m):
-            acc[b] = acc[b] * rho[b] + (ca * cn[b] if n <= mb[b] else 0.0)
-
-
-@njit(inline="always", error_model="numpy")
-def _horner_pair(
+def _terms_masked(
     c: np.ndarray,
-    d: np.ndarray,
     a: int,
+    o0: int,
+    o1: int,
     rho: np.ndarray,
     mb: np.ndarray,
-    md: np.ndarray,
-    top: int,
-    m: int,
     acc: np.ndarray,
-    acd: np.ndarray,
+    n: int,
+    stop: int,
+) -> int:
+    """Horner's steps ``acc[i] = acc[i] rho[i] + c[n, a] c[n, o0 + i]`` for ``n`` from ``n``
+    down to ``stop + 1``, the term left out (0) where ``n > mb[i]``; four orders a pass (the
+    state is read and written once per four terms).  Returns the next ``n``, ``stop``."""
+    w = o1 - o0
+    while n - 3 > stop:
+        s3, s2, s1, s0 = c[n, a], c[n - 1, a], c[n - 2, a], c[n - 3, a]
+        e3, e2, e1, e0 = c[n, o0:o1], c[n - 1, o0:o1], c[n - 2, o0:o1], c[n - 3, o0:o1]
+        for i in range(w):
+            x, p = rho[i], mb[i]
+            u = acc[i] * x + (s3 * e3[i] if n <= p else 0.0)
+            u = u * x + (s2 * e2[i] if n - 1 <= p else 0.0)
+            u = u * x + (s1 * e1[i] if n - 2 <= p else 0.0)
+            acc[i] = u * x + (s0 * e0[i] if n - 3 <= p else 0.0)
+        n -= 4
+    while n > stop:
+        s3, e3 = c[n, a], c[n, o0:o1]
+        for i in range(w):
+            acc[i] = acc[i] * rho[i] + (s3 * e3[i] if n <= mb[i] else 0.0)
+        n -= 1
+    return n
+
+
+@njit(inline="always", error_model="numpy")
+def _terms(
+    c: np.ndarray, a: int, o0: int, o1: int, rho: np.ndarray, acc: np.ndarray, n: int
 ) -> None:
-    """:func:`_horner` for two sets of coefficients, each with its own ``m`` per pair
-    (``mb``, ``md``), in one pass over ``rho``."""
-    acc[:m] = 0.0
-    acd[:m] = 0.0
-    for n in range(top, -1, -1):
-        ca, da = c[n, a], d[n, a]
-        cn, dn = c[n, a:], d[n, a:]
+    """:func:`_terms_masked` down to ``n = 0`` with every term in (no pair stops above)."""
+    w = o1 - o0
+    while n >= 3:
+        s3, s2, s1, s0 = c[n, a], c[n - 1, a], c[n - 2, a], c[n - 3, a]
+        e3, e2, e1, e0 = c[n, o0:o1], c[n - 1, o0:o1], c[n - 2, o0:o1], c[n - 3, o0:o1]
+        for i in range(w):
+            x = rho[i]
+            u = acc[i] * x + s3 * e3[i]
+            u = u * x + s2 * e2[i]
+            u = u * x + s1 * e1[i]
+            acc[i] = u * x + s0 * e0[i]
+        n -= 4
+    while n >= 0:
+        s3, e3 = c[n, a], c[n, o0:o1]
+        for i in range(w):
+            acc[i] = acc[i] * rho[i] + s3 * e3[i]
+        n -= 1
+
+
+_CHUNK = 128  # pairs per Horner chunk: its highest order bounds the chunk's work
+
+
+@njit(inline="always", error_model="numpy")
+def _series(
+    c: np.ndarray, a: int, rho: np.ndarray, mb: np.ndarray, m: int, acc: np.ndarray
+) -> None:
+    """``acc[b] = sum_{n <= mb[b]} c[n, a] c[n, a + b] rho[b]^n`` for ``b = 1..m-1`` (0 where
+    ``mb[b] < 0``) by Horner's rule, in chunks of ``_CHUNK`` pairs, each run from its own
+    highest order, with the terms above a pair's own ``mb[b]`` left out (so its value is that
+    of its own sum to the last bit, whatever its neighbours)."""
+    for b0 in range(1, m, _CHUNK):
+        b1 = min(b0 + _CHUNK, m)
+        ac, rr, pb = acc[b0:b1], rho[b0:b1], mb[b0:b1]
+        top, low = -1, 1 << 30
+        for i in range(b1 - b0):
+            top = max(top, pb[i])
+            low = min(low, pb[i])
+        ac[:] = 0.0
+        n = _terms_masked(c, a, a + b0, a + b1, rr, pb, ac, top, max(low, -1))
+        _terms(c, a, a + b0, a + b1, rr, ac, n)
+
+
+@njit(inline="always", error_model="numpy")
+def _orders(
+    k: np.ndarray,
+    m: int,
+    va: float,
+    ia: float,
+    vj: np.ndarray,
+    ij: np.ndarray,
+    tau0: np.ndarray,
+    tau1: np.ndarray,
+    ladder: np.ndarray,
+    rungs: int,
+    a: int,
+    tol: float,
+    ntk: bool,
+    rh: np.ndarray,
+    pw: np.ndarray,
+    mb: np.ndarray,
+    md: np.ndarray,
+) -> int:
+    """For the pairs ``(a, a + b)``, ``b = 1..m-1``, of a row: ``rho`` into ``rh``, and the
+    orders ``m`` of ``sigma``'s and (if ``ntk``) ``sigma'``'s series into ``mb, md``: the
+    first rung of ``ladder`` (doubling, from 8) whose tail bound
+    ``|rho|^(m+1) tau_m(a) tau_m(b)`` is at most ``tol``; -1 for the diagonal and duplicated
+    pairs (``K_ab = K_aa = K_bb``), 0 where no rung does.  Each pass over the row is
+    branch-free, so it vectorizes.  Returns the number of pairs no rung covers."""
+    for b in range(1, m):
+        rho = min(max(k[b] * (ia * ij[a + b]), -1.0), 1.0)
+        rh[b] = rho
+        q = rho * rho
+        q = q * q
+        pw[b] = q * q  # |rho|^8, then ^16, ^32, ...: the bound at rung m has |rho|^(m+1)
+        mb[b] = -2
+        md[b] = -2
+    for i in range(rungs):
+        lad, open_ = ladder[i], 0
+        t0a, t1a, t0r, t1r = tau0[i, a], tau1[i, a], tau0[i, a:], tau1[i, a:]
         for b in range(1, m):
-            r = rho[b]
-            acc[b] = acc[b] * r + (ca * cn[b] if n <= mb[b] else 0.0)
-            acd[b] = acd[b] * r + (da * dn[b] if n <= md[b] else 0.0)
+            qa = pw[b] * abs(rh[b])
+            m0 = lad if (mb[b] == -2 and qa * t0a * t0r[b] <= tol) else mb[b]
+            m1 = lad if (md[b] == -2 and qa * t1a * t1r[b] <= tol) else md[b]
+            mb[b], md[b] = m0, m1
+            open_ += (m0 == -2) | (ntk & (m1 == -2))
+            pw[b] = pw[b] * pw[b]
+        if open_ == 0:
+            break
+    lost = 0
+    for b in range(1, m):
+        kb, m0, m1 = k[b], mb[b], md[b]
+        dup = (kb == va) & (kb == vj[a + b])  # z_a = z_b: one-dimensional
+        lost += ((m0 == -2) | (ntk & (m1 == -2))) & ~dup
+        mb[b] = -1 if dup else (0 if m0 == -2 else m0)
+        md[b] = -1 if (dup or not ntk) else (0 if m1 == -2 else m1)
+    mb[0], md[0] = -1, -1  # the diagonal
+    return lost
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -302,27 +423,29 @@ def mehler_rows(
     lambda_b: np.ndarray,
     lambda_W: np.ndarray,
     tol: float,
-    start: int,
-    r0: int,
-    r1: int,
+    slot: np.ndarray,
+    rows: np.ndarray,
+    i0: int,
+    i1: int,
+    bad: np.ndarray,
     ntk: bool,
 ) -> np.ndarray:
-    """Rows ``r0:r1`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in place, for
-    a smooth activation by Mehler's series; the fused :func:`pdlt.theory.kernel.mehler_flow`.
+    """Rows ``rows[i0:i1]`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in
+    place, for a smooth activation by Mehler's series; the fused
+    :func:`pdlt.theory.kernel.mehler_flow`.
 
     Per layer, ``<sigma_a sigma_b> = sum_{n <= m} c_n(a) c_n(b) rho_ab^n`` (and the same with
-    the coefficients of ``sigma'``), ``m`` the first rung of ``ladder`` whose tail bound
-    ``|rho|^(m+1) tau_m(a) tau_m(b)`` is at most ``tol`` (:func:`pdlt.gaussian._mehler`), chosen
-    per pair and per series, so a pair's value depends neither on its neighbours nor on
-    whether ``Theta`` is computed too; the diagonal and duplicated
-    pairs (``K_ab = K_aa = K_bb``) take the one-dimensional moments ``d00, d11``.  Pairs ``a <=
-    b`` are computed once and mirrored, in tiles of 16 rows, as :func:`arc_cosine_rows`.
+    the coefficients of ``sigma'``), ``m`` chosen per pair and per series by
+    :func:`_orders` (the tail bound of :func:`pdlt.gaussian._mehler`), so a pair's value
+    depends neither on its neighbours nor on whether ``Theta`` is computed too; the diagonal
+    and duplicated pairs take the one-dimensional moments ``d00, d11``.  Pairs ``a <= b`` are
+    computed once and mirrored, in tiles of 16 rows, as :func:`arc_cosine_rows`.
 
     Parameters
     ----------
     gram : ndarray, shape (N, N)
-    K, T : ndarray, shape (L, N, N)
-        Outputs (``T`` untouched unless ``ntk``).
+    K, T : ndarray, shape (S, N, N)
+        Outputs, the kept layers only (``T`` untouched unless ``ntk``).
     var, inv : ndarray, shape (L, N)
         ``K^(l)_aa`` and ``1/sqrt(K^(l)_aa)`` (0 for a zero variance).
     c0, c1 : ndarray, shape (L - 1, M + 1, N)
@@ -333,77 +456,56 @@ def mehler_rows(
         ``ladder[rungs[l] - 1]``).
     d00, d11 : ndarray, shape (L - 1, N)
         ``<sigma^2>``, ``<sigma'^2>`` at ``K^(l)_aa``.
-    start : int
-        The first layer to compute (1: all, from ``gram``; else from layer ``start - 1`` of
-        ``K``, ``T`` as they are).
+    slot : ndarray of int, shape (L,)
+        Where layer ``l`` goes in ``K, T`` (-1: not kept).
+    rows : ndarray of int, shape (P,)
+        Sorted rows, of which those at ``rows[i0:i1]`` are done here.
+    bad : ndarray of bool, shape (N,)
+        Set for a row with a pair that no rung covers.
 
     Returns
     -------
     ndarray of int, shape (L,)
-        Pairs per layer that no rung covers; if any, the values are not to be used.
+        Pairs per layer that no rung covers; if any, the values of their rows (``bad``) are
+        not to be used.
     """
-    L, N = K.shape[0], K.shape[1]
+    L, N = C_b.shape[0], gram.shape[0]
     R = 16
     kS, tS = np.empty((R, N)), np.empty((R, N))
-    rh, acc0, acc1 = np.empty(N), np.empty(N), np.empty(N)
+    rh, pw, acc0, acc1 = np.empty(N), np.empty(N), np.empty(N), np.empty(N)
+    junk = np.empty((2, N))
     mb, md = np.empty(N, dtype=np.int64), np.empty(N, dtype=np.int64)
     failed = np.zeros(L, dtype=np.int64)
-    for s0 in range(r0, r1, R):
-        s1 = min(s0 + R, r1)
-        if start == 1:
-            _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, s0, s1, kS, tS, ntk)
-        else:  # resume from layer start - 1 as it is
-            for a in range(s0, s1):
-                kS[a - s0, a:] = K[start - 1, a, a:]
-                if ntk:
-                    tS[a - s0, a:] = T[start - 1, a, a:]
-        for ell in range(start, L):
+    for p0 in range(i0, i1, R):
+        tile = rows[p0 : min(p0 + R, i1)]
+        _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, slot, tile, kS, tS, ntk)
+        for ell in range(1, L):
             j = ell - 1
             cb, cw, gg = C_b[ell], C_W[ell], g2[ell]
             lb, lw = lambda_b[ell], lambda_W[ell]
-            for a in range(s0, s1):
-                k, t, m = kS[a - s0, a:], tS[a - s0, a:], N - a
-                va, ia = var[j, a], inv[j, a]
-                mb[0] = -1  # the diagonal
-                md[0] = -1
-                mmax = 0
-                t0, t1, vj, ij = tau0[j], tau1[j], var[j], inv[j]
-                for b in range(1, m):  # one branch-free pass: rho, each pair's m, duplicates
-                    kb = k[b]
-                    rho = min(max(kb * (ia * ij[a + b]), -1.0), 1.0)
-                    rh[b] = rho
-                    ar = abs(rho)
-                    q = ar * ar
-                    q = q * q
-                    q = q * q  # |rho|^8, then ^16, ^32, ...: the bound at rung m has |rho|^(m+1)
-                    m0, m1 = -2, -2
-                    for i in range(rungs[j]):
-                        qa = q * ar
-                        m0 = ladder[i] if (m0 == -2 and qa * t0[i, a] * t0[i, a + b] <= tol) else m0
-                        m1 = ladder[i] if (m1 == -2 and qa * t1[i, a] * t1[i, a + b] <= tol) else m1
-                        q = q * q
-                    dup = (kb == va) & (kb == vj[a + b])  # z_a = z_b: one-dimensional
-                    lost = ((m0 == -2) | (ntk & (m1 == -2))) & ~dup
-                    failed[ell] += lost
-                    m0 = -1 if dup else (0 if m0 == -2 else m0)
-                    m1 = -1 if dup else (0 if m1 == -2 else m1)
-                    mb[b], md[b] = m0, m1
-                    mmax = max(mmax, m0, m1 if ntk else 0)
+            for p in range(tile.shape[0]):
+                a = tile[p]
+                k, t, m = kS[p, a:], tS[p, a:], N - a
+                lost = _orders(
+                    k, m, var[j, a], inv[j, a], var[j], inv[j], tau0[j], tau1[j], ladder,
+                    rungs[j], a, tol, ntk, rh, pw, mb, md,
+                )  # fmt: skip
+                failed[ell] += lost
+                bad[a] |= lost > 0
+                _series(c0[j], a, rh, mb, m, acc0)
                 if ntk:
-                    _horner_pair(c0[j], c1[j], a, rh, mb, md, mmax, m, acc0, acc1)
-                else:
-                    _horner(c0[j], a, rh, mb, mmax, m, acc0)
+                    _series(c1[j], a, rh, md, m, acc1)
                 for b in range(m):  # the diagonal and duplicated pairs
                     acc0[b] = d00[j, a] if mb[b] == -1 else acc0[b]
+                Krow, Trow = _rows(K, T, slot[ell], a, junk)
                 if ntk:
-                    Trow = T[ell, a, a:]
                     for b in range(m):
                         sp = d11[j, a] if mb[b] == -1 else acc1[b]
                         t[b] = lb + lw * acc0[b] + (cw * sp + gg) * t[b]
                         Trow[b] = t[b]
-                Krow = K[ell, a, a:]
                 for b in range(m):
                     k[b] = cw * acc0[b] + cb + gg * k[b]
                     Krow[b] = k[b]
-            _mirror(K, T, kS, tS, ell, s0, s1, ntk)
+            if slot[ell] >= 0:
+                _mirror(K, T, kS, tS, slot[ell], tile, ntk)
     return failed

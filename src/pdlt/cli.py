@@ -66,6 +66,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _layer_list(text: str) -> list[int]:
+    """``--layers``: comma-separated layer numbers, 1..L or negative from the top."""
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer numbers such as 1,5,-1, got {text!r}"
+        ) from None
+
+
 def _seconds(text: str) -> float:
     try:
         v = float(text)
@@ -319,9 +329,10 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     _check_result_path(args.out)
     try:
         if inputs is None:
-            result = flow(net, k1=1.0 if args.k1 is None else args.k1, fields=fields)
+            k1 = 1.0 if args.k1 is None else args.k1
+            result = flow(net, k1=k1, fields=fields, layers=args.layers)
         else:
-            result = flow(net, inputs, fields=fields)
+            result = flow(net, inputs, fields=fields, layers=args.layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _save_plot(args.plot, result.plot)
@@ -1185,6 +1196,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_options(p)
     p.add_argument(
         "--fields", default=None, help=f"comma list of fields ({', '.join(available_fields())})"
+    )
+    p.add_argument(
+        "--layers",
+        type=_layer_list,
+        default=None,
+        help="keep only these layers: 1,5,10, or counted from the top, --layers=-1 (the last)",
     )
     _add_result_options(p)
 

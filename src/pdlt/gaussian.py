@@ -1452,19 +1452,26 @@ def _hermite_functions(M: int, panel: float) -> tuple[np.ndarray, np.ndarray, np
 
 
 def _hermite_direct(
-    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int, smax: float
+    act: Activation,
+    std: np.ndarray,
+    keys: Sequence[tuple[int, int]],
+    M: int,
+    smax: float,
+    moments_only: bool = False,
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray]]:
     """Coefficients ``c_n``, energies ``<sigma^{(k)}(s u)^2>`` and the 1-D moments of ``keys``
     at each ``s`` in ``std`` by the quadrature of :func:`_hermite_coefficients` (panels from
-    ``smax``); shapes (n, M + 1), (n,), (n,)."""
+    ``smax``); shapes (n, M + 1), (n,), (n,) (the first two empty if ``moments_only``)."""
     panel = min(1.0, act.scale / smax, 16.0 / math.sqrt(4 * M + 2))
     # a power of two (cached grids), allowed 1% over the bound: M = 64 (bound 0.996) gets 1
     u, w, psi = _hermite_functions(M, 2.0 ** math.floor(math.log2(panel) + 0.015))
     weight = w * psi[0] ** 2  # Gauss-Legendre weights times phi(u)
     f = {k: act.derivative(std[:, None] * u, k) for k in sorted({k for ij in keys for k in ij})}
+    diag = {(i, j): (f[i] * f[j]) @ weight for i, j in keys}
+    if moments_only:
+        return {}, {}, diag
     coef = {k: (fk * (w * psi[0])) @ psi.T for k, fk in f.items()}
     energy = {k: (fk * fk) @ weight for k, fk in f.items()}
-    diag = {(i, j): (f[i] * f[j]) @ weight for i, j in keys}
     return coef, energy, diag
 
 
@@ -1485,7 +1492,11 @@ def _chebyshev_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _hermite_interpolated(
-    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
+    act: Activation,
+    std: np.ndarray,
+    keys: Sequence[tuple[int, int]],
+    M: int,
+    moments_only: bool = False,
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray], float]:
     """:func:`_hermite_direct` interpolated in ``s`` from ``_COEF_NODES`` Chebyshev points on
     each octave ``[2^k, 2^(k+1)]`` that ``std`` touches (:func:`_hermite_octave`, computed once
@@ -1495,7 +1506,7 @@ def _hermite_interpolated(
     if not (np.all(np.isfinite(std)) and np.min(std) > 0):
         return {}, {}, {}, math.inf
     octave = np.floor(np.log2(std)).astype(np.int64)
-    orders = sorted({k for ij in keys for k in ij})
+    orders = [] if moments_only else sorted({k for ij in keys for k in ij})
     coef = {k: np.empty((len(std), M + 1)) for k in orders}
     energy = {k: np.empty(len(std)) for k in orders}
     diag = {key: np.empty(len(std)) for key in keys}
@@ -1547,6 +1558,20 @@ def _hermite_octave(
     for (i, j), v in d.items():
         err = max(err, estimate(v, np.sqrt(np.maximum(np.min(e[i] * e[j]), 1e-300))))
     return nodes, c, e, d, err
+
+
+def _hermite_moments(
+    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
+) -> dict[tuple[int, int], np.ndarray]:
+    """The one-dimensional moments of :func:`_hermite_coefficients` alone, by the same rule
+    (interpolated from the octave tables when that is accurate, else at each sample)."""
+    err = math.inf
+    if len(std) >= _COEF_INTERP_MIN:
+        _, _, diag, err = _hermite_interpolated(act, std, keys, M, moments_only=True)
+    if err > _COEF_INTERP_TOL:
+        smax = max(float(np.max(std)), 1e-300)
+        diag = _hermite_direct(act, std, keys, M, smax, moments_only=True)[2]
+    return diag
 
 
 def _hermite_coefficients(
@@ -1634,20 +1659,27 @@ def _mehler(
     coef, ell, diag = _series_coefficients(act, both, std, samples, _SERIES_FIRST)
     ladder = [m for m in _SERIES_LADDER if m <= _SERIES_FIRST]
     log_tol = math.log(_SERIES_TOL)
-    pending: list[np.ndarray] = []
+    pending: list[list[np.ndarray]] = [[] for _ in both]
+
+    def covered(q: int, m: int, a: np.ndarray | slice, b: np.ndarray | slice) -> np.ndarray:
+        """Whether the tail bound of ``both[q]`` after ``m`` terms is below the tolerance, for
+        the pairs ``(a, b)``: index arrays, or slices of rows and columns."""
+        i, j = both[q]
+        ea = ell[i][m, a, None] if isinstance(a, slice) else ell[i][m, a]
+        with np.errstate(invalid="ignore"):
+            return (m + 1) * log_rho[a, b] + ea + ell[j][m, b] <= log_tol
 
     def block(r0: int, r1: int) -> None:
         rows, cols = slice(r0, r1), slice(r0, N)
-        for m in ladder:
-            with np.errstate(invalid="ignore"):
-                ok = (m + 1) * log_rho[rows, cols] + ell[m, rows, None] + ell[m, None, cols]
-                ok = ok <= log_tol
-            if ok.mean() >= _SERIES_BLOCK_SHARE:
-                break
         rb = rho[rows, cols]
         acc, term = np.empty(rb.shape), np.empty(rb.shape)
         iu, ju = _upper_triangle(r1 - r0)
         for q, (i, j) in enumerate(both):
+            # each series to its own m (so one key's values do not depend on the others)
+            for m in ladder:
+                ok = covered(q, m, rows, cols)
+                if ok.mean() >= _SERIES_BLOCK_SHARE:
+                    break
             ci, cj = coef[i][:, rows, None], coef[j][:, None, cols]
             np.multiply(ci[m], cj[m], out=acc)
             for n in range(m - 1, -1, -1):
@@ -1662,34 +1694,30 @@ def _mehler(
             for k in mirror[q]:
                 out[k, r1:, rows] = acc[:, r1 - r0 :].T
                 out[k, r0 + ju, r0 + iu] = acc[iu, ju]
-        # (flat indices: 2-D nonzero is 15x slower); list.append is atomic under threads
-        fa, fb = np.divmod(np.flatnonzero(~ok), N - r0)
-        pending.append(np.stack([fa + r0, fb + r0]))
+            # (flat indices: 2-D nonzero is 15x slower); list.append is atomic under threads
+            fa, fb = np.divmod(np.flatnonzero(~ok), N - r0)
+            pending[q].append(np.stack([fa + r0, fb + r0]))
 
     row_blocks(block, N)
     idx = np.arange(N)
     for q, key in enumerate(both):  # the diagonal: one-dimensional, on the coefficients' grid
         for k in direct[q]:
             out[k, idx, idx] = diag[key]
-    a, b = np.concatenate(pending, axis=1)
-    a, b = a[a < b], b[a < b]
-    samples = np.intersect1d(samples, np.union1d(a, b))
+    todo = [np.concatenate(p, axis=1) for p in pending]
+    todo = [ab[:, ab[0] < ab[1]] for ab in todo]
+    samples = np.intersect1d(samples, np.unique(np.concatenate([ab.ravel() for ab in todo])))
     if samples.size:
         M = _SERIES_LADDER[-1]
         coef, ell, _ = _series_coefficients(act, both, std, samples, M)
-        todo = np.arange(len(a))
-        for m in _SERIES_LADDER:
-            with np.errstate(invalid="ignore"):
-                ok = (m + 1) * log_rho[a[todo], b[todo]] + ell[m, a[todo]] + ell[m, b[todo]]
-                ok = ok <= log_tol
-            sel = todo[ok]
-            vals = _series(coef, both, a[sel], b[sel], rho[a[sel], b[sel]], m)
-            for q in range(len(both)):
+        for q, (a, b) in enumerate(todo):
+            for m in _SERIES_LADDER:
+                ok = covered(q, m, a, b)
+                vals = _series(coef, [both[q]], a[ok], b[ok], rho[a[ok], b[ok]], m)[0]
                 for k in direct[q]:
-                    out[k, a[sel], b[sel]] = vals[q]
+                    out[k, a[ok], b[ok]] = vals
                 for k in mirror[q]:
-                    out[k, b[sel], a[sel]] = vals[q]
-            todo = todo[~ok]
+                    out[k, b[ok], a[ok]] = vals
+                a, b = a[~ok], b[~ok]
     return out
 
 
@@ -1701,13 +1729,13 @@ def _series_coefficients(
     M: int,
 ) -> tuple[dict[int, np.ndarray], np.ndarray, dict[tuple[int, int], np.ndarray]]:
     """:func:`_hermite_coefficients` of ``samples`` placed among all ``N`` samples, with the
-    log of the worst normalized tail ``sqrt(T_m / <sigma^{(k)2}>)`` over the orders.
+    log of each order's normalized tail ``sqrt(T_m / <sigma^{(k)2}>)``.
 
     Returns
     -------
     coef : dict of ndarray, shape (M + 1, N)
         Zero for samples not in ``samples``.
-    ell : ndarray, shape (M + 1, N)
+    ell : dict of ndarray, shape (M + 1, N)
         ``+inf`` for samples not in ``samples``, ``-inf`` where the tail vanishes.
     diag : dict of ndarray, shape (N,)
         One-dimensional moments per key, NaN for samples not in ``samples``.
@@ -1715,13 +1743,12 @@ def _series_coefficients(
     N = len(std)
     c, tail, d = _hermite_coefficients(act, std[samples], keys, M)
     coef = {k: np.zeros((M + 1, N)) for k in c}
-    ell = np.full((M + 1, N), np.inf)
-    ell[:, samples] = -np.inf
+    ell = {k: np.full((M + 1, N), np.inf) for k in c}
     for k in c:
         coef[k][:, samples] = c[k].T
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(tail[k][:, -1:] > 0, tail[k][:, :-1] / tail[k][:, -1:], 0.0)
-            ell[:, samples] = np.maximum(ell[:, samples], 0.5 * np.log(ratio).T)
+            ell[k][:, samples] = 0.5 * np.log(ratio).T
     diag = {key: np.full(N, np.nan) for key in d}
     for key, v in d.items():
         diag[key][samples] = v

@@ -300,7 +300,8 @@ def prediction(
         n_in=data.x_train.shape[1],
     )
     fw = finite_width_predict(net, data.x_train, data.y_train, data.x_test)
-    f = flow(net.replace(width=None), np.concatenate([data.x_train, data.x_test]), fields=("K",))
+    x = np.concatenate([data.x_train, data.x_test])
+    f = flow(net.replace(width=None), x, fields=("K",), layers=[-1])
     K = f["K"][-1]
     n_a = data.x_train.shape[0]
     Theta_train = fw.tensors["Theta"][:n_a, :n_a]

@@ -49,6 +49,9 @@ class Flow:
         ``"theory"`` or ``"ensemble"``.
     meta : mapping, optional
         Accuracy settings, seeds, ensemble size, quadrature error estimates, ...
+    layers : sequence of int, optional
+        The layers ``l`` (1..L, increasing) the leading axis of every field holds; default
+        all, ``1..L``.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class Flow:
         stderr: Mapping[str, np.ndarray] | None = None,
         kind: str = "theory",
         meta: Mapping[str, Any] | None = None,
+        layers: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         self.network = network
         self.inputs = inputs
@@ -67,9 +71,15 @@ class Flow:
         self._stderr = {k: np.asarray(v, dtype=np.float64) for k, v in (stderr or {}).items()}
         self.kind = kind
         self.meta = dict(meta or {})
+        L = network.depth
+        self._layers = np.arange(1, L + 1) if layers is None else np.asarray(layers, dtype=int)
+        ell = self._layers
+        if ell.ndim != 1 or ell.size == 0 or ell[0] < 1 or ell[-1] > L or np.any(np.diff(ell) <= 0):
+            raise ValueError(f"layers must be increasing layer numbers in 1..{L}, got {layers}")
         for name, v in self._values.items():
-            if v.shape[:1] != (network.depth,):
-                raise ValueError(f"field {name!r} must have leading axis L = {network.depth}")
+            if v.shape[:1] != (len(ell),):
+                what = f"L = {L}" if len(ell) == L else f"{len(ell)}, one per layer of {ell}"
+                raise ValueError(f"field {name!r} must have leading axis {what}")
             if name in self._stderr and self._stderr[name].shape != v.shape:
                 raise ValueError(f"stderr of {name!r} has shape {self._stderr[name].shape}")
 
@@ -81,8 +91,9 @@ class Flow:
 
     @property
     def layers(self) -> np.ndarray:
-        """``[1, 2, ..., L]``."""
-        return np.arange(1, self.network.depth + 1)
+        """The layers ``l`` of the leading axis: ``[1, 2, ..., L]`` unless ``flow(...,
+        layers=...)`` kept fewer."""
+        return self._layers.copy()
 
     def __getitem__(self, name: str) -> np.ndarray:
         try:
@@ -169,6 +180,7 @@ class Flow:
             "version": FORMAT_VERSION,
             "kind": self.kind,
             "network": self.network.to_dict(),
+            "layers": self._layers.tolist(),
             "meta": _jsonable(self.meta),
             "produced_by": _provenance(),
         }
@@ -283,6 +295,7 @@ def load(path: str | os.PathLike[str]) -> Flow:
         stderr=stderr or None,
         kind=header["kind"],
         meta=header.get("meta"),
+        layers=header.get("layers"),
     )
 
 

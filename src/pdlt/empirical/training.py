@@ -599,7 +599,7 @@ def _default_eta(network: Network, x_train: np.ndarray, optimizer: str) -> float
         return 1e-3
     from ..theory.flow import flow
 
-    Theta = flow(network, x_train, fields=("Theta",))
+    Theta = flow(network, x_train, fields=("Theta",), layers=[-1])
     lam_max = float(np.linalg.eigvalsh(Theta["Theta"][-1])[-1])
     return 1.0 / lam_max
 

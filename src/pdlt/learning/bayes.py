@@ -214,7 +214,7 @@ def output_kernel(network: Network, x: Any, field_name: str = "K") -> np.ndarray
     from ..theory.flow import flow
 
     inp = x if isinstance(x, Inputs) else Inputs(np.asarray(x, dtype=np.float64))
-    return flow(network, inp, fields=(field_name,))[field_name][-1]
+    return flow(network, inp, fields=(field_name,), layers=[-1])[field_name][-1]
 
 
 def _stack_inputs(x_train: Any, x_test: Any) -> tuple[np.ndarray, int]:

@@ -341,7 +341,7 @@ def gd_predict(
         raise ValueError(
             f"y_train has {y.shape[1]} output columns, the network n_L = {network.n_out}"
         )
-    f = flow(network, x, fields=("K", "Theta"))
+    f = flow(network, x, fields=("K", "Theta"), layers=[-1])
     pred = kernel_prediction(f["Theta"][-1], f["K"][-1], y, steps=steps, eta=eta)
     pred.meta["network"] = repr(network)
     return pred

@@ -55,6 +55,8 @@ class _Context:
     values: dict[str, np.ndarray]
     cache: dict[str, object] = field(default_factory=dict)
     wanted: frozenset[str] = frozenset()  # every field the request will compute
+    keep: np.ndarray | None = None  # the layers to return (indices 0..L-1), None: all
+    kept: set[str] = field(default_factory=set)  # fields computed at the kept layers only
 
 
 Producer = Callable[[_Context], dict[str, np.ndarray]]
@@ -83,8 +85,13 @@ def _kernel(ctx: _Context) -> dict[str, np.ndarray]:
         ntk = "Theta" in ctx.wanted
         lam = (net.lambda_b, net.lambda_W) if ntk else (None, None)
         fused = arc_cosine_flow if si else mehler_flow
-        closed = fused(net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma, *lam)
+        # only K and Theta asked for: the layers not kept are never stored
+        keep = ctx.keep if ctx.wanted <= {"K", "Theta"} else None
+        args = (net.activation, ctx.inputs.gram, net.C_b, net.C_W, net.gamma, *lam)
+        closed = fused(*args, keep=keep)
         if closed is not None:  # else the layer-by-layer recursion (see each function)
+            if keep is not None:
+                ctx.kept |= {"K", "Theta"}
             if ntk:
                 ctx.cache["Theta"] = closed[1]
             return {"K": closed[0]}
@@ -330,6 +337,7 @@ def flow(
     *,
     k1: float | None = None,
     fields: Sequence[str] = ("K", "chi_parallel", "chi_perp"),
+    layers: Sequence[int] | None = None,
     max_memory: float | None = None,
 ) -> Flow:
     """Theory predictions, layer by layer.
@@ -343,6 +351,13 @@ def flow(
         Instead of ``inputs``: a single input whose first-layer kernel is ``K^(1) = k1``.
     fields : sequence of str
         Which quantities to compute; see :func:`available_fields`.
+    layers : sequence of int, optional
+        The layers to return, numbered ``1..L`` as in the book (negative numbers count from
+        the top: ``-1`` is ``L``); default all.  When only ``K`` and ``Theta`` are asked for
+        (several inputs, or the ReLU family), the other layers are never stored: the last
+        layer alone takes ``1/L`` of the memory (and of the time spent writing it), so many
+        more inputs fit -- the kernels of kernel regression, as Neural Tangents' ``kernel_fn``
+        gives them.  Other fields are computed at every layer and then selected.
     max_memory : float, optional
         Bytes the computation may use (``math.inf``: no limit).  Default: the environment
         variable ``PDLT_MAX_MEMORY`` if set, else the memory available now
@@ -352,7 +367,8 @@ def flow(
     -------
     Flow
         ``K`` has shape (L, N, N); ``chi_parallel`` and ``chi_perp`` (L, N);
-        ``K_gamma`` (L, 3) for two inputs.
+        ``K_gamma`` (L, 3) for two inputs -- with ``len(layers)`` in place of ``L`` when
+        ``layers`` is given (``Flow.layers`` says which).
 
     Raises
     ------
@@ -368,25 +384,50 @@ def flow(
     >>> f = flow(Network("tanh", depth=3), k1=1.0)
     >>> f.single("K").round(6)
     array([1.      , 0.394294, 0.23645 ])
+    >>> flow(Network("tanh", depth=3), k1=1.0, fields=("K",), layers=[-1]).single("K").round(6)
+    array([0.23645])
     """
     if not isinstance(network, Network):
         raise TypeError(f"network must be a pdlt.Network, got {type(network).__name__}")
     fields = _field_names(fields)
     inp = as_inputs(network, inputs, k1)
+    keep = _layer_indices(network.depth, layers)
     if any(f in "RSTU" for f in fields):
         require_ddntk(network.activation)
-    _check_memory(estimate_work(network, inp, fields=fields), max_memory)
+    _check_memory(estimate_work(network, inp, fields=fields, layers=layers), max_memory)
     if network.residual:
         _check_residual(network, fields)
-    ctx = _Context(network, inp, {}, wanted=frozenset(_closure(fields)))
+    ctx = _Context(network, inp, {}, wanted=frozenset(_closure(fields)), keep=keep)
     if any(f in _FINITE_WIDTH for f in fields):
         _check_aspect_ratio(network)
     _prefetch_four_point(ctx, ctx.wanted)
     for name in fields:
         _resolve(ctx, name)
     values = {name: ctx.values[name] for name in fields}
+    if keep is not None:
+        values = {k: v if k in ctx.kept else v[keep] for k, v in values.items()}
     meta = {"quadrature": dict(DEFAULT_RULE), "order": "leading (infinite width)"}
-    return Flow(network, inp, values, kind="theory", meta=meta)
+    ell = None if keep is None else keep + 1
+    return Flow(network, inp, values, kind="theory", meta=meta, layers=ell)
+
+
+def _layer_indices(L: int, layers: Sequence[int] | None) -> np.ndarray | None:
+    """``flow``'s ``layers`` (1..L, or negative from the top) as sorted indices 0..L-1 of the
+    layer axis; None for all layers."""
+    if layers is None:
+        return None
+    if isinstance(layers, str) or not isinstance(layers, Sequence | np.ndarray):
+        raise TypeError(f"layers must be a sequence of layer numbers, got {layers!r}")
+    ell = np.asarray(layers)
+    if ell.ndim != 1 or ell.size == 0 or not np.issubdtype(ell.dtype, np.integer):
+        raise ValueError(f"layers must be a non-empty list of integers, got {layers!r}")
+    bad = ell[(ell == 0) | (ell > L) | (ell < -L)]
+    if bad.size:
+        raise ValueError(
+            f"layer {bad[0]} does not exist: layers are 1..{L} (or -1..-{L} from the top)"
+        )
+    keep = np.unique(np.where(ell > 0, ell - 1, ell + L))
+    return None if len(keep) == L else keep
 
 
 # the four-point expectations <s^(o0)_a s^(o1)_b s^(o2)_c s^(o3)_d>_K each field's step asks for
@@ -550,6 +591,7 @@ def estimate_work(
     *,
     k1: float | None = None,
     fields: Sequence[str] = ("K", "chi_parallel", "chi_perp"),
+    layers: Sequence[int] | None = None,
 ) -> WorkEstimate:
     """Memory and number of four-dimensional integrals that ``flow(...)`` would need.
 
@@ -565,7 +607,10 @@ def estimate_work(
     """
     names = _closure(_field_names(fields))
     N, L = as_inputs(network, inputs, k1).n_inputs, network.depth
-    stored = sum(L * _entries_per_layer(f, N) for f in names)
+    keep = _layer_indices(L, layers)
+    # K and Theta alone keep only the layers asked for (the fused flows)
+    S = L if keep is None or not set(names) <= {"K", "Theta"} else len(keep)
+    stored = sum(S * _entries_per_layer(f, N) for f in names)
     if _FOUR_INDEX.intersection(names):
         cached = min(_MOMENT_CACHE_SIZE, _ORDERS_PER_LAYER * (L - 1)) + (L - 1) * ("P" in names)
         work = (cached + _STEP_COPIES_4) * N**4

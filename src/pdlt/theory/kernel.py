@@ -30,6 +30,7 @@ from ..gaussian import (
     _SERIES_MAX_STD,
     _SERIES_TOL,
     _hermite_coefficients,
+    _hermite_moments,
     arc_cosine_angle,
     arc_cosine_constants,
     moments,
@@ -176,6 +177,7 @@ def arc_cosine_flow(
     gamma: np.ndarray | None = None,
     lambda_b: np.ndarray | None = None,
     lambda_W: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     r"""``K^(l)`` (4.118) and, given learning rates, ``Theta^(l)`` (8.63) for ``l = 1..L``, for
     the scale-invariant family (ReLU, leaky ReLU, ``a_+ z`` / ``a_- z``) in closed form.
@@ -206,10 +208,13 @@ def arc_cosine_flow(
         Residual strengths (default: none).
     lambda_b, lambda_W : ndarray, shape (L,), optional
         Learning rates; ``Theta`` is computed only when both are given.
+    keep : ndarray of int, shape (S,), optional
+        The layers to return, as sorted indices ``0..L-1`` of the layer axis (default: all).
+        With numba only these are ever written: the last layer alone is ``1/L`` of the memory.
 
     Returns
     -------
-    (K, Theta) : ndarray, shape (L, N, N) each (``Theta`` None without learning rates), or
+    (K, Theta) : ndarray, shape (S, N, N) each (``Theta`` None without learning rates), or
     None when a variance vanishes at some layer (``sigma'`` at the kink is then left to the
     quadrature of the layer-by-layer recursion).
     """
@@ -217,8 +222,6 @@ def arc_cosine_flow(
     L, N = len(C_b), gram.shape[0]
     g2 = np.zeros(L) if gamma is None else np.asarray(gamma, dtype=np.float64) ** 2
     ntk = lambda_b is not None and lambda_W is not None
-    K = np.empty((L, N, N))
-    Theta = np.empty((L, N, N)) if ntk else None
     fused = _compiled.kernels()
     if fused is not None:
         f64 = _per_layer(C_b, C_W, g2, lambda_b, lambda_W)
@@ -227,13 +230,20 @@ def arc_cosine_flow(
         if np.any(var <= 0):
             return None
         X = np.ascontiguousarray(gram, dtype=np.float64)
+        slot, S = _slots(L, keep)
+        K = np.empty((S, N, N))
+        Theta = np.empty((S, N, N)) if ntk else None
         T = K if Theta is None else Theta
 
-        def rows(r0: int, r1: int) -> None:
-            fused.arc_cosine_rows(X, K, T, var, *f64, A, B, E, r0, r1, ntk)
+        rows = np.arange(N)
 
-        row_blocks(rows, N)
+        def block(i0: int, i1: int) -> None:
+            fused.arc_cosine_rows(X, K, T, var, *f64, A, B, E, slot, rows, i0, i1, ntk)
+
+        row_blocks(block, N)
         return K, Theta
+    K = np.empty((L, N, N))
+    Theta = np.empty((L, N, N)) if ntk else None
     K[0] = first_layer_kernel(gram, C_b[0], C_W[0])
     if Theta is not None:
         Theta[0] = lambda_b[0] + lambda_W[0] * gram  # type: ignore[index]  # (8.23)
@@ -299,7 +309,19 @@ def arc_cosine_flow(
                     out[ell, r0:, r0:r1] = new.T
 
     row_blocks(block, N)
-    return K, Theta
+    if keep is None:
+        return K, Theta
+    return K[keep], None if Theta is None else Theta[keep]
+
+
+def _slots(L: int, keep: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Where each layer goes in the compiled kernels' output (-1: not kept), shape (L,), and
+    the number of layers kept."""
+    if keep is None:
+        return np.arange(L, dtype=np.int64), L
+    slot = np.full(L, -1, dtype=np.int64)
+    slot[keep] = np.arange(len(keep))
+    return slot, len(keep)
 
 
 def _per_layer(
@@ -324,6 +346,7 @@ def mehler_flow(
     gamma: np.ndarray | None = None,
     lambda_b: np.ndarray | None = None,
     lambda_W: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     r"""``K^(l)`` (4.118) and, given learning rates, ``Theta^(l)`` (8.63) for ``l = 1..L`` of a
     smooth activation, by Mehler's series, fused over all layers (needs numba).
@@ -340,11 +363,12 @@ def mehler_flow(
 
     each pair summed to the first ``m`` of (8, 16, 32, 64) whose rigorous tail bound is below
     1e-10 of the kernel scale (if some pair needs more, the flow runs again from the first
-    layer where one did, with coefficients to 256 from there on).
+    layer where one did, with coefficients to 256 from there on; from the first layer when
+    the one before it was not kept).  Parameters are those of :func:`arc_cosine_flow`.
 
     Returns
     -------
-    (K, Theta) : ndarray, shape (L, N, N) each (``Theta`` None without learning rates), or
+    (K, Theta) : ndarray, shape (S, N, N) each (``Theta`` None without learning rates), or
     None where the fused path does not apply: no numba, an activation the series does not
     cover, a variance above ``(3 scale)^2`` at some layer, or a pair no ``m <= 256`` covers --
     the layer-by-layer path then handles it (per-pair quadrature where needed).
@@ -359,24 +383,24 @@ def mehler_flow(
     f64 = _per_layer(C_b, C_W, g2, lambda_b, lambda_W)
     X = np.ascontiguousarray(gram, dtype=np.float64)
     N = X.shape[0]
-    K = np.empty((L, N, N))
-    Theta = np.empty((L, N, N)) if ntk else None
+    slot, S = _slots(L, keep)
+    K = np.empty((S, N, N))
+    Theta = np.empty((S, N, N)) if ntk else None
     var = np.empty((L, N))
     var[0] = first_layer_kernel(np.diagonal(X), C_b[0], C_W[0])
-    M = np.full(max(L - 1, 0), _SERIES_FIRST)
     tables = _MehlerTables.empty(L, N, _SERIES_FIRST)
-    start = 1
+    rows, first, M = np.arange(N), 1, _SERIES_FIRST
     for _ in range(2):
-        if not tables.fill(act, var, f64, ntk, M, start - 1):
+        if not tables.fill(act, var, f64, ntk, M, first - 1):
             return None
-        failed = tables.run(fused, X, K, Theta, var, f64, start)
+        failed, bad = tables.run(fused, X, K, Theta, var, f64, slot, rows)
         if not failed.any():
             return K, Theta
-        # again from the first layer where a pair was not covered (the layers before it are
-        # kept), with coefficients to 256 from there on
-        start = int(np.argmax(failed > 0))
-        M[start - 1 :] = _SERIES_LADDER[-1]
-        tables = tables.grown(_SERIES_LADDER[-1])
+        # the rows with a pair not covered again, with coefficients to 256 from the first
+        # layer where that happened (a pair covered before keeps its value to the last bit)
+        first, M = int(np.argmax(failed > 0)), _SERIES_LADDER[-1]
+        tables = tables.grown(M)
+        rows = np.flatnonzero(bad)
     return None
 
 
@@ -421,30 +445,47 @@ class _MehlerTables:
         var: np.ndarray,
         f64: list[np.ndarray],
         ntk: bool,
-        M: np.ndarray,
+        M: int,
         j0: int,
     ) -> bool:
-        """Layers ``j >= j0``: the tables to ``M[j]`` terms at ``K^(j)_aa = var[j]``, and
-        ``var[j + 1]``; False when a variance leaves the series' range."""
+        """Layers ``j >= j0``: the tables to ``M`` terms at ``K^(j)_aa = var[j]``; False when
+        a variance leaves the series' range.  The first fill runs the diagonal
+        through the depth first (``var[j + 1]`` from the one-dimensional moments ``d``), then
+        interpolates the coefficients of all layers at once.  A layer filled before only gains
+        the orders and rungs above its old top (the rest stays as it was, so a pair the old
+        rungs cover keeps its value to the last bit)."""
         C_b, C_W, g2 = f64[:3]
         keys = [(0, 0), (1, 1)] if ntk else [(0, 0)]
-        for j in range(j0, len(M)):
-            std = np.sqrt(var[j])
-            if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
-                return False
-            coef, tail, diag = _hermite_coefficients(act, std, keys, int(M[j]))
-            self.rungs[j] = np.searchsorted(self.ladder, M[j], side="right")
-            own = self.ladder[: self.rungs[j]]
-            self.c[:, j] = 0.0
-            for k, key in enumerate(keys):
-                self.c[k, j, : M[j] + 1] = coef[k].T
-                self.d[k, j] = diag[key]
-                E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E) at the rungs
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ratio = np.where(E > 0, tail[k][:, own] / E, 0.0)
-                self.tau[k, j, : len(own)] = np.sqrt(ratio).T
-            # the order of the kernel's own arithmetic, so K_aa is var to the last bit
-            var[j + 1] = C_W[j + 1] * self.d[0, j] + C_b[j + 1] + g2[j + 1] * var[j]
+        J = len(self.rungs)
+        if J == j0:
+            return True
+        if not self.rungs.any():  # the first fill
+            for j in range(J):
+                std = np.sqrt(var[j])
+                if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
+                    return False
+                diag = _hermite_moments(act, std, keys, M)
+                for k, key in enumerate(keys):
+                    self.d[k, j] = diag[key]
+                # the order of the kernel's own arithmetic, so K_aa is var to the last bit
+                var[j + 1] = C_W[j + 1] * self.d[0, j] + C_b[j + 1] + g2[j + 1] * var[j]
+        std = np.sqrt(var[j0:J]).ravel()
+        if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
+            return False
+        coef, tail, _ = _hermite_coefficients(act, std, keys, M)
+        old = int(self.rungs[j0])  # rungs filled before (0: none), the same for j >= j0
+        n0 = self.ladder[old - 1] + 1 if old else 0
+        top = int(np.searchsorted(self.ladder, M, side="right"))
+        self.rungs[j0:] = top
+        own = self.ladder[old:top]
+        shape = (J - j0, len(var[0]))
+        for k in range(len(keys)):
+            c = coef[k][:, n0:].reshape(*shape, -1)
+            self.c[k, j0:, n0 : M + 1] = c.transpose(0, 2, 1)
+            E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E) at the rungs
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(E > 0, tail[k][:, own] / E, 0.0)
+            self.tau[k, j0:, old:top] = np.sqrt(ratio).reshape(*shape, -1).transpose(0, 2, 1)
         return True
 
     def run(
@@ -455,19 +496,25 @@ class _MehlerTables:
         Theta: np.ndarray | None,
         var: np.ndarray,
         f64: list[np.ndarray],
-        start: int,
-    ) -> np.ndarray:
-        """``mehler_rows`` over all rows from layer ``start`` on (the layers before it as
-        they are in ``K``, ``Theta``); the pairs not covered per layer, shape (L,)."""
+        slot: np.ndarray,
+        rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``mehler_rows`` over ``rows`` (sorted), layer ``l`` into slot ``slot[l]``; the pairs
+        not covered per layer, shape (L,), and the rows that have one (N,) bool."""
         with np.errstate(divide="ignore"):
             inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
         T = K if Theta is None else Theta
         tables = (*self.c, *self.tau, self.ladder, self.rungs, *self.d)
-        args = (X, K, T, var, inv, *tables, *f64, _SERIES_TOL, start)
+        args = (X, K, T, var, inv, *tables, *f64, _SERIES_TOL, slot, rows)
         failed: list[np.ndarray] = []
+        bad = np.zeros(len(X), dtype=np.bool_)
         ntk = Theta is not None
-        row_blocks(lambda r0, r1: failed.append(fused.mehler_rows(*args, r0, r1, ntk)), len(X))
-        return np.sum(failed, axis=0)
+
+        def block(i0: int, i1: int) -> None:
+            failed.append(fused.mehler_rows(*args, i0, i1, bad, ntk))
+
+        row_blocks(block, len(rows))
+        return np.sum(failed, axis=0), bad
 
 
 # --------------------------------------------------------------------------------------------
