@@ -1575,7 +1575,11 @@ def _hermite_moments(
 
 
 def _hermite_coefficients(
-    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
+    act: Activation,
+    std: np.ndarray,
+    keys: Sequence[tuple[int, int]],
+    M: int,
+    at: Sequence[int] | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray]]:
     r"""Normalized Hermite coefficients of ``sigma^{(k)}(s u)``, their tail energies, and the
     one-dimensional moments ``<sigma^{(i)} sigma^{(j)}>`` of the pairs of orders in ``keys``.
@@ -1597,12 +1601,14 @@ def _hermite_coefficients(
     ----------
     std : ndarray, shape (n,)
         Standard deviations ``s = sqrt(K_aa)``.
+    at : sequence of int, optional
+        The increasing orders ``m`` at which the tails are wanted (default ``0..M``).
 
     Returns
     -------
     coef : dict of ndarray, shape (n, M + 1), one per order in ``keys``
-    tail : dict of ndarray, shape (n, M + 2)
-        ``T_m`` for ``m = 0..M``, then the energy ``<sigma^{(k)}(s u)^2>_u`` itself.
+    tail : dict of ndarray, shape (n, len(at) + 1)
+        ``T_m`` for ``m`` in ``at``, then the energy ``<sigma^{(k)}(s u)^2>_u`` itself.
     diag : dict of ndarray, shape (n,)
         ``<sigma^{(i)}(s u) sigma^{(j)}(s u)>_u`` for ``(i, j)`` in ``keys``.
     """
@@ -1615,7 +1621,12 @@ def _hermite_coefficients(
     tail = {}
     for k, c in coef.items():  # the error estimate widens the tails, so the bound stays one
         E = energy[k][:, None]
-        t = np.maximum(E - np.cumsum(c * c, axis=1), 0.0) + (1e-16 + 10 * err) * E
+        if at is None:
+            head = np.cumsum(c * c, axis=1)
+        else:  # the sums between the orders asked for, then their running sum
+            head = np.add.reduceat(c * c, np.r_[0, np.asarray(at[:-1]) + 1], axis=1)
+            head = np.cumsum(head, axis=1)
+        t = np.maximum(E - head, 0.0) + (1e-16 + 10 * err) * E
         tail[k] = np.concatenate([t, E], axis=1)
     return coef, tail, diag
 

@@ -472,19 +472,19 @@ class _MehlerTables:
         std = np.sqrt(var[j0:J]).ravel()
         if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
             return False
-        coef, tail, _ = _hermite_coefficients(act, std, keys, M)
         old = int(self.rungs[j0])  # rungs filled before (0: none), the same for j >= j0
         n0 = self.ladder[old - 1] + 1 if old else 0
         top = int(np.searchsorted(self.ladder, M, side="right"))
+        own = self.ladder[:top]
+        coef, tail, _ = _hermite_coefficients(act, std, keys, M, at=own)
         self.rungs[j0:] = top
-        own = self.ladder[old:top]
         shape = (J - j0, len(var[0]))
         for k in range(len(keys)):
             c = coef[k][:, n0:].reshape(*shape, -1)
             self.c[k, j0:, n0 : M + 1] = c.transpose(0, 2, 1)
             E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E) at the rungs
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(E > 0, tail[k][:, own] / E, 0.0)
+                ratio = np.where(E > 0, tail[k][:, old:top] / E, 0.0)
             self.tau[k, j0:, old:top] = np.sqrt(ratio).reshape(*shape, -1).transpose(0, 2, 1)
         return True
 
