@@ -164,9 +164,16 @@ def _mirror(
 ) -> None:
     """The tile's mirror in output slot ``s``: ``K[s, b, a] = K[s, a, b]`` for the tile's rows
     ``a`` (sorted) and ``b > a`` (for each ``b``, the run of the tile's rows below it)."""
-    N, R = K.shape[1], tile.shape[0]
+    N, R, s0 = K.shape[1], tile.shape[0], tile[0]
+    if tile[R - 1] - s0 == R - 1:  # consecutive rows: runs of columns s0.. (vectorizes)
+        for b in range(s0 + 1, N):
+            for p in range(min(R, b - s0)):
+                K[s, b, s0 + p] = kS[p, b]
+                if ntk:
+                    T[s, b, s0 + p] = tS[p, b]
+        return
     q = 0
-    for b in range(tile[0] + 1, N):
+    for b in range(s0 + 1, N):
         while q < R and tile[q] < b:
             q += 1
         for p in range(q):
