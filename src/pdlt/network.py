@@ -558,7 +558,9 @@ class Inputs:
     @property
     def gram(self) -> np.ndarray:
         """``X_{ab} = x_a . x_b / n_0``, shape (N, N) (3.9)."""
-        return self._x @ self._x.T / self._x.shape[1]
+        X = self._x @ self._x.T
+        X /= self._x.shape[1]  # in place: one (N, N) array, not two
+        return X
 
     def __len__(self) -> int:
         return self.n_inputs
