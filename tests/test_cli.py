@@ -48,6 +48,28 @@ def test_flow_json_single_input(capsys):
     assert d["network"]["C_W"] == [1.0] * 4 and d["universality_class"] == "K*=0"
 
 
+def test_flow_layers(capsys):
+    """``--layers`` keeps the layers asked for (negative from the top), the same numbers as
+    the full flow; a layer that does not exist is a one-line error, exit 2."""
+    base = ("flow", "--activation", "tanh", "--depth", "5", "--k1", "0.5", "--json")
+    code, out, _ = run(capsys, *base)
+    full = json.loads(out)["layers"]
+    code, out, _ = run(capsys, *base, "--layers=-1,2")
+    assert code == 0
+    part = json.loads(out)["layers"]
+    assert part["l"] == [2, 5]
+    assert part["K"] == [full["K"][1], full["K"][4]]
+    assert part["chi_perp"] == [full["chi_perp"][1], full["chi_perp"][4]]
+    for bad in ("--layers=6", "--layers=a"):
+        try:
+            code = main([*base, bad])
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "layer" in err
+
+
 def test_flow_inputs_files(capsys, tmp_path):
     x = np.random.default_rng(0).normal(size=(3, 5))
     np.save(tmp_path / "x.npy", x)
