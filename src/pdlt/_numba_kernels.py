@@ -278,55 +278,56 @@ def _terms_masked(
     a: int,
     o0: int,
     o1: int,
-    rho: np.ndarray,
+    x: np.ndarray,
     mb: np.ndarray,
     acc: np.ndarray,
     n: int,
     stop: int,
+    step: int,
 ) -> int:
-    """Horner's steps ``acc[i] = acc[i] rho[i] + c[n, a] c[n, o0 + i]`` for ``n`` from ``n``
-    down to ``stop + 1``, the term left out (0) where ``n > mb[i]``; four orders a pass (the
-    state is read and written once per four terms).  Returns the next ``n``, ``stop``."""
-    w = o1 - o0
-    while n - 3 > stop:
-        s3, s2, s1, s0 = c[n, a], c[n - 1, a], c[n - 2, a], c[n - 3, a]
-        e3, e2, e1, e0 = c[n, o0:o1], c[n - 1, o0:o1], c[n - 2, o0:o1], c[n - 3, o0:o1]
+    """Horner's steps ``acc[i] = acc[i] x[i] + c[n, a] c[n, o0 + i]`` for the orders ``n, n -
+    step, ...`` above ``stop``, the term left out (0) where ``n > mb[i]``; four orders a pass
+    (the state is read and written once per four terms).  Returns the next ``n``."""
+    w, s1, s2, s3 = o1 - o0, step, 2 * step, 3 * step
+    while n - s3 > stop:
+        t3, t2, t1, t0 = c[n, a], c[n - s1, a], c[n - s2, a], c[n - s3, a]
+        e3, e2, e1, e0 = c[n, o0:o1], c[n - s1, o0:o1], c[n - s2, o0:o1], c[n - s3, o0:o1]
         for i in range(w):
-            x, p = rho[i], mb[i]
-            u = acc[i] * x + (s3 * e3[i] if n <= p else 0.0)
-            u = u * x + (s2 * e2[i] if n - 1 <= p else 0.0)
-            u = u * x + (s1 * e1[i] if n - 2 <= p else 0.0)
-            acc[i] = u * x + (s0 * e0[i] if n - 3 <= p else 0.0)
-        n -= 4
+            y, p = x[i], mb[i]
+            u = acc[i] * y + (t3 * e3[i] if n <= p else 0.0)
+            u = u * y + (t2 * e2[i] if n - s1 <= p else 0.0)
+            u = u * y + (t1 * e1[i] if n - s2 <= p else 0.0)
+            acc[i] = u * y + (t0 * e0[i] if n - s3 <= p else 0.0)
+        n -= 4 * step
     while n > stop:
-        s3, e3 = c[n, a], c[n, o0:o1]
+        t3, e3 = c[n, a], c[n, o0:o1]
         for i in range(w):
-            acc[i] = acc[i] * rho[i] + (s3 * e3[i] if n <= mb[i] else 0.0)
-        n -= 1
+            acc[i] = acc[i] * x[i] + (t3 * e3[i] if n <= mb[i] else 0.0)
+        n -= step
     return n
 
 
 @njit(inline="always", error_model="numpy")
 def _terms(
-    c: np.ndarray, a: int, o0: int, o1: int, rho: np.ndarray, acc: np.ndarray, n: int
+    c: np.ndarray, a: int, o0: int, o1: int, x: np.ndarray, acc: np.ndarray, n: int, step: int
 ) -> None:
-    """:func:`_terms_masked` down to ``n = 0`` with every term in (no pair stops above)."""
-    w = o1 - o0
-    while n >= 3:
-        s3, s2, s1, s0 = c[n, a], c[n - 1, a], c[n - 2, a], c[n - 3, a]
-        e3, e2, e1, e0 = c[n, o0:o1], c[n - 1, o0:o1], c[n - 2, o0:o1], c[n - 3, o0:o1]
+    """:func:`_terms_masked` down to order 0 or 1 with every term in (no pair stops above)."""
+    w, s1, s2, s3 = o1 - o0, step, 2 * step, 3 * step
+    while n - s3 >= 0:
+        t3, t2, t1, t0 = c[n, a], c[n - s1, a], c[n - s2, a], c[n - s3, a]
+        e3, e2, e1, e0 = c[n, o0:o1], c[n - s1, o0:o1], c[n - s2, o0:o1], c[n - s3, o0:o1]
         for i in range(w):
-            x = rho[i]
-            u = acc[i] * x + s3 * e3[i]
-            u = u * x + s2 * e2[i]
-            u = u * x + s1 * e1[i]
-            acc[i] = u * x + s0 * e0[i]
-        n -= 4
+            y = x[i]
+            u = acc[i] * y + t3 * e3[i]
+            u = u * y + t2 * e2[i]
+            u = u * y + t1 * e1[i]
+            acc[i] = u * y + t0 * e0[i]
+        n -= 4 * step
     while n >= 0:
-        s3, e3 = c[n, a], c[n, o0:o1]
+        t3, e3 = c[n, a], c[n, o0:o1]
         for i in range(w):
-            acc[i] = acc[i] * rho[i] + s3 * e3[i]
-        n -= 1
+            acc[i] = acc[i] * x[i] + t3 * e3[i]
+        n -= step
 
 
 _CHUNK = 128  # pairs per Horner chunk: its highest order bounds the chunk's work
@@ -334,22 +335,38 @@ _CHUNK = 128  # pairs per Horner chunk: its highest order bounds the chunk's wor
 
 @njit(inline="always", error_model="numpy")
 def _series(
-    c: np.ndarray, a: int, rho: np.ndarray, mb: np.ndarray, m: int, acc: np.ndarray
+    c: np.ndarray,
+    a: int,
+    rho: np.ndarray,
+    rho2: np.ndarray,
+    mb: np.ndarray,
+    m: int,
+    acc: np.ndarray,
+    parity: int,
 ) -> None:
     """``acc[b] = sum_{n <= mb[b]} c[n, a] c[n, a + b] rho[b]^n`` for ``b = 1..m-1`` (0 where
     ``mb[b] < 0``) by Horner's rule, in chunks of ``_CHUNK`` pairs, each run from its own
     highest order, with the terms above a pair's own ``mb[b]`` left out (so its value is that
-    of its own sum to the last bit, whatever its neighbours)."""
+    of its own sum to the last bit, whatever its neighbours).  With ``parity`` 0 or 1 only the
+    even or odd orders are summed, by Horner's rule in ``rho2 = rho^2`` (times ``rho`` for the
+    odd ones): the others vanish (an odd activation: ``sigma`` odd, ``sigma'`` even)."""
+    step = 1 if parity < 0 else 2
+    x = rho if parity < 0 else rho2
     for b0 in range(1, m, _CHUNK):
         b1 = min(b0 + _CHUNK, m)
-        ac, rr, pb = acc[b0:b1], rho[b0:b1], mb[b0:b1]
+        ac, xx, pb = acc[b0:b1], x[b0:b1], mb[b0:b1]
         top, low = -1, 1 << 30
         for i in range(b1 - b0):
             top = max(top, pb[i])
             low = min(low, pb[i])
+        if parity >= 0:  # the highest order of that parity
+            top -= (top - parity) % 2
         ac[:] = 0.0
-        n = _terms_masked(c, a, a + b0, a + b1, rr, pb, ac, top, max(low, -1))
-        _terms(c, a, a + b0, a + b1, rr, ac, n)
+        n = _terms_masked(c, a, a + b0, a + b1, xx, pb, ac, top, max(low, -1), step)
+        _terms(c, a, a + b0, a + b1, xx, ac, n, step)
+        if parity == 1:
+            for i in range(b1 - b0):
+                ac[i] *= rho[b0 + i]
 
 
 @njit(inline="always", error_model="numpy")
@@ -368,11 +385,13 @@ def _orders(
     tol: float,
     ntk: bool,
     rh: np.ndarray,
+    rh2: np.ndarray,
     pw: np.ndarray,
     mb: np.ndarray,
     md: np.ndarray,
 ) -> int:
-    """For the pairs ``(a, a + b)``, ``b = 1..m-1``, of a row: ``rho`` into ``rh``, and the
+    """For the pairs ``(a, a + b)``, ``b = 1..m-1``, of a row: ``rho`` into ``rh`` (and
+    ``rho^2`` into ``rh2``), and the
     orders ``m`` of ``sigma``'s and (if ``ntk``) ``sigma'``'s series into ``mb, md``: the
     first rung of ``ladder`` (doubling, from 8) whose tail bound
     ``|rho|^(m+1) tau_m(a) tau_m(b)`` is at most ``tol``; -1 for the diagonal and duplicated
@@ -382,6 +401,7 @@ def _orders(
         rho = min(max(k[b] * (ia * ij[a + b]), -1.0), 1.0)
         rh[b] = rho
         q = rho * rho
+        rh2[b] = q
         q = q * q
         pw[b] = q * q  # |rho|^8, then ^16, ^32, ...: the bound at rung m has |rho|^(m+1)
         mb[b] = -2
@@ -424,6 +444,7 @@ def mehler_rows(
     rungs: np.ndarray,
     d00: np.ndarray,
     d11: np.ndarray,
+    parity: np.ndarray,
     C_b: np.ndarray,
     C_W: np.ndarray,
     g2: np.ndarray,
@@ -463,6 +484,9 @@ def mehler_rows(
         ``ladder[rungs[l] - 1]``).
     d00, d11 : ndarray, shape (L - 1, N)
         ``<sigma^2>``, ``<sigma'^2>`` at ``K^(l)_aa``.
+    parity : ndarray of int, shape (2, L - 1)
+        Per layer, for ``sigma`` and ``sigma'``: 0 or 1 when only the even or odd orders are
+        there (:func:`_series`), else -1.
     slot : ndarray of int, shape (L,)
         Where layer ``l`` goes in ``K, T`` (-1: not kept).
     rows : ndarray of int, shape (P,)
@@ -479,7 +503,7 @@ def mehler_rows(
     L, N = C_b.shape[0], gram.shape[0]
     R = 16
     kS, tS = np.empty((R, N)), np.empty((R, N))
-    rh, pw, acc0, acc1 = np.empty(N), np.empty(N), np.empty(N), np.empty(N)
+    rh, rh2, pw, acc0, acc1 = np.empty(N), np.empty(N), np.empty(N), np.empty(N), np.empty(N)
     junk = np.empty((2, N))
     mb, md = np.empty(N, dtype=np.int64), np.empty(N, dtype=np.int64)
     failed = np.zeros(L, dtype=np.int64)
@@ -495,13 +519,13 @@ def mehler_rows(
                 k, t, m = kS[p, a:], tS[p, a:], N - a
                 lost = _orders(
                     k, m, var[j, a], inv[j, a], var[j], inv[j], tau0[j], tau1[j], ladder,
-                    rungs[j], a, tol, ntk, rh, pw, mb, md,
+                    rungs[j], a, tol, ntk, rh, rh2, pw, mb, md,
                 )  # fmt: skip
                 failed[ell] += lost
                 bad[a] |= lost > 0
-                _series(c0[j], a, rh, mb, m, acc0)
+                _series(c0[j], a, rh, rh2, mb, m, acc0, parity[0, j])
                 if ntk:
-                    _series(c1[j], a, rh, md, m, acc1)
+                    _series(c1[j], a, rh, rh2, md, m, acc1, parity[1, j])
                 for b in range(m):  # the diagonal and duplicated pairs
                     acc0[b] = d00[j, a] if mb[b] == -1 else acc0[b]
                 Krow, Trow = _rows(K, T, slot[ell], a, junk)

@@ -404,18 +404,23 @@ def mehler_flow(
     return None
 
 
+_PARITY_TOL = 1e-13  # relative size of a series' orders of the other parity that may be dropped
+
+
 @dataclass
 class _MehlerTables:
     """Per-layer inputs of ``mehler_rows``: Hermite coefficients ``c`` (2, L - 1, top + 1, N) of
     ``sigma`` and ``sigma'``, their normalized tails ``tau`` (2, L - 1, J, N) at the rungs
-    ``ladder`` (J,) up to ``top``, the rungs each layer may use (``rungs``, (L - 1,)) and the
-    one-dimensional moments ``d`` (2, L - 1, N)."""
+    ``ladder`` (J,) up to ``top``, the rungs each layer may use (``rungs``, (L - 1,)), the
+    one-dimensional moments ``d`` (2, L - 1, N) and the ``parity`` (2, L - 1) of each series:
+    0 or 1 when only its even or odd orders are there, else -1."""
 
     c: np.ndarray
     tau: np.ndarray
     d: np.ndarray
     ladder: np.ndarray
     rungs: np.ndarray
+    parity: np.ndarray
 
     @classmethod
     def empty(cls, L: int, N: int, top: int) -> _MehlerTables:
@@ -427,6 +432,7 @@ class _MehlerTables:
             np.zeros((2, J, N)),
             ladder,
             np.zeros(J, dtype=np.int64),
+            np.full((2, J), -1, dtype=np.int64),
         )
 
     def grown(self, top: int) -> _MehlerTables:
@@ -437,6 +443,7 @@ class _MehlerTables:
         new.tau[:, :, : len(self.ladder)] = self.tau
         new.d[:] = self.d
         new.rungs[:] = self.rungs
+        new.parity[:] = self.parity
         return new
 
     def fill(
@@ -482,11 +489,26 @@ class _MehlerTables:
         for k in range(len(keys)):
             c = coef[k][:, n0:].reshape(*shape, -1)
             self.c[k, j0:, n0 : M + 1] = c.transpose(0, 2, 1)
+            self._parity(k, j0, c, n0, tail[k][:, -1].reshape(shape), fresh=not old)
             E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E) at the rungs
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(E > 0, tail[k][:, old:top] / E, 0.0)
             self.tau[k, j0:, old:top] = np.sqrt(ratio).reshape(*shape, -1).transpose(0, 2, 1)
         return True
+
+    def _parity(self, k: int, j0: int, c: np.ndarray, n0: int, E: np.ndarray, fresh: bool) -> None:
+        """``parity[k, j0:]`` from the coefficients ``c`` (J - j0, N, orders ``n0..``) and the
+        energies ``E`` (J - j0, N): 1 (0) where the even (odd) orders' energy is below
+        ``_PARITY_TOL^2 E`` at every sample, so dropping them changes a pair's sum by less than
+        ``_PARITY_TOL sqrt(E_a E_b)`` (Cauchy-Schwarz); a layer filled before keeps its parity
+        only if the new orders agree with it."""
+        for p in (0, 1):
+            wrong = c[:, :, (1 - p + n0) % 2 :: 2]  # the orders of the other parity
+            quiet = np.all(np.sum(wrong * wrong, axis=2) <= _PARITY_TOL**2 * E, axis=1)
+            if fresh:
+                self.parity[k, j0:][quiet] = p
+            else:
+                self.parity[k, j0:][~quiet & (self.parity[k, j0:] == p)] = -1
 
     def run(
         self,
@@ -504,7 +526,7 @@ class _MehlerTables:
         with np.errstate(divide="ignore"):
             inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
         T = K if Theta is None else Theta
-        tables = (*self.c, *self.tau, self.ladder, self.rungs, *self.d)
+        tables = (*self.c, *self.tau, self.ladder, self.rungs, *self.d, self.parity)
         args = (X, K, T, var, inv, *tables, *f64, _SERIES_TOL, slot, rows)
         failed: list[np.ndarray] = []
         bad = np.zeros(len(X), dtype=np.bool_)
