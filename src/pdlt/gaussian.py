@@ -1560,18 +1560,29 @@ def _hermite_octave(
     return nodes, c, e, d, err
 
 
+def _hermite_quadrature(
+    act: Activation,
+    std: np.ndarray,
+    keys: Sequence[tuple[int, int]],
+    M: int,
+    moments_only: bool = False,
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray], float]:
+    """:func:`_hermite_interpolated` when there are enough samples and its error estimate is
+    below ``_COEF_INTERP_TOL``, else :func:`_hermite_direct` (error estimate 0)."""
+    if len(std) >= _COEF_INTERP_MIN:
+        out = _hermite_interpolated(act, std, keys, M, moments_only)
+        if out[3] <= _COEF_INTERP_TOL:
+            return out
+    smax = max(float(np.max(std)), 1e-300)
+    return (*_hermite_direct(act, std, keys, M, smax, moments_only), 0.0)
+
+
 def _hermite_moments(
     act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
 ) -> dict[tuple[int, int], np.ndarray]:
     """The one-dimensional moments of :func:`_hermite_coefficients` alone, by the same rule
     (interpolated from the octave tables when that is accurate, else at each sample)."""
-    err = math.inf
-    if len(std) >= _COEF_INTERP_MIN:
-        _, _, diag, err = _hermite_interpolated(act, std, keys, M, moments_only=True)
-    if err > _COEF_INTERP_TOL:
-        smax = max(float(np.max(std)), 1e-300)
-        diag = _hermite_direct(act, std, keys, M, smax, moments_only=True)[2]
-    return diag
+    return _hermite_quadrature(act, std, keys, M, moments_only=True)[2]
 
 
 def _hermite_coefficients(
@@ -1612,12 +1623,7 @@ def _hermite_coefficients(
     diag : dict of ndarray, shape (n,)
         ``<sigma^{(i)}(s u) sigma^{(j)}(s u)>_u`` for ``(i, j)`` in ``keys``.
     """
-    err = math.inf
-    if len(std) >= _COEF_INTERP_MIN:
-        coef, energy, diag, err = _hermite_interpolated(act, std, keys, M)
-    if err > _COEF_INTERP_TOL:
-        coef, energy, diag = _hermite_direct(act, std, keys, M, max(float(np.max(std)), 1e-300))
-        err = 0.0
+    coef, energy, diag, err = _hermite_quadrature(act, std, keys, M)
     tail = {}
     for k, c in coef.items():  # the error estimate widens the tails, so the bound stays one
         E = energy[k][:, None]
