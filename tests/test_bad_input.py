@@ -379,6 +379,17 @@ def test_compare_rejects_bad_tolerances():
         compare(theory, theory, truncation=math.inf)
 
 
+def test_compare_needs_the_same_layers():
+    """A theory kept at some layers is compared with a measurement at the same layers only;
+    at the same layers the rows are those layers'."""
+    full = pdlt.flow(NET, k1=1.0, fields=("K",))
+    last = pdlt.flow(NET, k1=1.0, fields=("K",), layers=[-1, 2])
+    with pytest.raises(ValueError, match="same layers"):
+        compare(last, full)
+    rows = compare(last, last).rows
+    assert [r.layer for r in rows] == [2, NET.depth] and all(r.ok for r in rows)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

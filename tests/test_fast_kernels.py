@@ -669,11 +669,7 @@ def test_fused_mehler_flow_sums_one_parity_for_odd_activations(monkeypatch, name
 
     if _compiled.kernels() is None:
         pytest.skip("numba is not installed")
-    act = (
-        Activation.from_callable(torch.sin, name="odd")
-        if name == "odd"
-        else activation(name)
-    )
+    act = Activation.from_callable(torch.sin, name="odd") if name == "odd" else activation(name)
     gram, (C_b, C_W, g), lam = _mehler_case(0.0, n=30)
     seen: list[np.ndarray] = []
     real = kernel_module._MehlerTables.run

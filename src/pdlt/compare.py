@@ -225,6 +225,12 @@ def compare(
     """
     if theory.network.depth != measured.network.depth:
         raise ValueError("theory and measurement are for networks of different depth")
+    layers = measured.layers
+    if not np.array_equal(theory.layers, layers):
+        raise ValueError(
+            f"theory has layers {theory.layers.tolist()} and the measurement "
+            f"{layers.tolist()}: compare them at the same layers (flow(..., layers=...))"
+        )
     if theory.inputs.n_inputs != measured.inputs.n_inputs or not np.allclose(
         theory.inputs.gram, measured.inputs.gram, rtol=1e-12, atol=1e-14
     ):
@@ -247,15 +253,15 @@ def compare(
         # (the mean NTK Theta + H1/n_{l-1}, (9.3)): the neglected terms are then O(1/n^2)
         nlo = _NLO.get(name)
         if nlo is not None and nlo in theory:
-            inv = np.array([0.0 if n is None else 1.0 / n for n in widths[:-1]])
+            inv = np.array([0.0 if n is None else 1.0 / n for n in widths[:-1]])[layers - 1]
             t_all = t_all + theory[nlo] * inv[:, None, None]
         else:
             nlo = None
         if t_all.shape != m_all.shape:
             raise ValueError(f"{name!r}: theory shape {t_all.shape} != measured {m_all.shape}")
         field_scale = max(float(np.max(np.abs(t_all))), float(np.max(np.abs(m_all))))
-        for ell in range(1, measured.network.depth + 1):
-            t, m, s = t_all[ell - 1], m_all[ell - 1], s_all[ell - 1]
+        for i, ell in enumerate(layers.tolist()):
+            t, m, s = t_all[i], m_all[i], s_all[i]
             scale = _family_scale(theory, name, ell, t)
             n_prev = widths[ell - 1]
             tuned = bool(np.any(measured.network.C_b1) or np.any(measured.network.C_W1))
