@@ -11,14 +11,17 @@ Usage::
     python benchmarks/run_all.py            # full benchmarks
     python benchmarks/run_all.py --quick    # each benchmark's --quick mode
     python benchmarks/run_all.py --only ensemble_throughput --out /tmp/bench
+    python benchmarks/run_all.py --collect  # no run: the summary of the results there now
     PDLT_NT_PYTHON=/tmp/ntvenv/bin/python python benchmarks/run_all.py  # with Neural Tangents
 
 ``infinite_width_kernels.py`` compares with Neural Tangents, an optional dependency of the
 benchmarks only: it runs NT in the interpreter named by ``PDLT_NT_PYTHON`` (or this one, if
 it can import ``neural_tangents``); without one its NT columns say "not installed".
 
-Writes ``DIR/summary.json`` and ``DIR/summary.md`` (DIR defaults to benchmarks/results/).
-Exit status: 0 if every benchmark succeeded, 1 otherwise.
+Writes ``DIR/summary.json`` and ``DIR/summary.md`` (DIR defaults to benchmarks/results/). With
+``--only``, the other benchmarks' entries of an existing summary are kept, so the summary always
+covers every benchmark's latest results.  Exit status: 0 if every benchmark succeeded, 1
+otherwise.
 """
 
 from __future__ import annotations
@@ -107,6 +110,37 @@ def run_one(path: Path, out: Path, extra: Sequence[str], timeout: float | None) 
     return entry
 
 
+def collected(path: Path, out: Path) -> dict[str, Any]:
+    """The summary entry of a benchmark from the results already in ``out`` (not run now)."""
+    name, result_file = path.stem, out / f"{path.stem}.json"
+    entry: dict[str, Any] = dict(name=name, file=path.name, argv=[], results=str(result_file))
+    entry.update(returncode=None, wall_s=None, summary=[], status="no results")
+    if result_file.exists():
+        try:
+            data = json.loads(result_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            entry["status"] = f"unreadable results: {exc}"
+            return entry
+        entry.update(summary=list(data.get("summary", [])), mode=data.get("mode"))
+        entry["status"] = f"ok (collected; results of {data.get('created', 'an earlier run')})"
+    return entry
+
+
+def merged(entries: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """``entries`` with the other benchmarks' entries of ``out/summary.json`` kept, in the
+    order of :func:`discover`."""
+    try:
+        old = json.loads((out / "summary.json").read_text(encoding="utf-8"))["benchmarks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        old = []
+    by_name = {e["name"]: e for e in old if isinstance(e, dict) and "name" in e}
+    by_name.update({e["name"]: e for e in entries})
+    order = [p.stem for p in discover()]
+    return sorted(
+        by_name.values(), key=lambda e: order.index(e["name"]) if e["name"] in order else len(order)
+    )
+
+
 def render(summary: dict[str, Any]) -> str:
     m = summary["machine"]
     lines = [
@@ -119,7 +153,13 @@ def render(summary: dict[str, Any]) -> str:
         "",
     ]
     rows = [
-        [b["name"], b["status"], f"{b['wall_s']:.1f}", b.get("mode") or "", Path(b["results"]).name]
+        [
+            b["name"],
+            b["status"],
+            "—" if b.get("wall_s") is None else f"{b['wall_s']:.1f}",
+            b.get("mode") or "",
+            Path(b["results"]).name,
+        ]
         for b in summary["benchmarks"]
     ]
     lines.append(markdown_table(["benchmark", "status", "wall s", "mode", "results"], rows))
@@ -144,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     ap.add_argument("--only", action="append", default=None, help="run only this benchmark")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per benchmark")
+    ap.add_argument(
+        "--collect", action="store_true", help="run nothing: summarize the results in --out"
+    )
     args = ap.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"no benchmark named {', '.join(sorted(missing))}")
     flags = ["--quick"] if args.quick else []
     t0 = time.perf_counter()
-    entries = [run_one(p, out, flags, args.timeout) for p in benches]
+    if args.collect:
+        entries = [collected(p, out) for p in benches]
+    else:
+        entries = [run_one(p, out, flags, args.timeout) for p in benches]
+    if args.only:
+        entries = merged(entries, out)
     summary = dict(
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         flags=flags,
