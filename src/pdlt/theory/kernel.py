@@ -476,9 +476,7 @@ class _MehlerTables:
                     self.d[k, j] = diag[key]
                 # the order of the kernel's own arithmetic, so K_aa is var to the last bit
                 var[j + 1] = C_W[j + 1] * self.d[0, j] + C_b[j + 1] + g2[j + 1] * var[j]
-        std = np.sqrt(var[j0:J]).ravel()
-        if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
-            return False
+        std = np.sqrt(var[j0:J]).ravel()  # checked by the first fill (var stays as it was)
         old = int(self.rungs[j0])  # rungs filled before (0: none), the same for j >= j0
         n0 = self.ladder[old - 1] + 1 if old else 0
         top = int(np.searchsorted(self.ladder, M, side="right"))
