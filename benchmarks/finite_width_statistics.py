@@ -1,10 +1,11 @@
 """Benchmark: every finite-width statistic (V, G{1}, A, B, D, F, P, Q) by the theory against
-sampling networks, ReLU, N = 8 and N = 32 inputs, depth 20.
+sampling networks, ReLU and tanh, N = 8 and N = 32 inputs, depth 20.
 
 For each row, in one run:
 
 * theory: the time of one ``pdlt.flow`` for K, V, G{1}, Theta, A, B, D, F, P, Q at every
-  layer (the ReLU family's three- and four-point expectations are closed forms);
+  layer (the ReLU family's three- and four-point expectations are closed forms; tanh's are
+  quadratures by rotated sequential conditioning, ``pdlt._gaussian_four``);
 * sampling: the time per network of ``pdlt.measure`` for the same statistics (G{1}, the 1/n
   shift of the mean kernel, aside), in two groups -- V, A, B, D, F (forward pass and NTK,
   one Jacobian per network) and P, Q (the dNTK: a double JVP for every pair of the ``N m``
@@ -18,7 +19,7 @@ At N = 32 the dNTK of one network takes minutes (its direction pairs grow as N^2
 are not sampled there: their per-network time is projected from N = 8 by (32/8)^2 and their
 relative spread taken from N = 8 (the row says so).
 
-Usage: python benchmarks/finite_width_statistics.py [--quick] [--out DIR]
+Usage: python benchmarks/finite_width_statistics.py [--quick] [--activations relu,tanh] [--out DIR]
 (default: N = 8 and 32, depth 20; --quick: N = 4 and 8, depth 6, fewer networks)
 """
 
@@ -43,9 +44,9 @@ GROUPS = {"forward and NTK": ("V", "A", "B", "D", "F"), "dNTK": ("P", "Q")}
 THEORY_FIELDS = ("K", "V", "G1", "Theta", "A", "B", "D", "F", "P", "Q")
 
 
-def _network(depth: int) -> pdlt.Network:
+def _network(act: str, depth: int) -> pdlt.Network:
     # two output neurons: A, B, D, F, P, Q are averages over pairs of distinct neurons
-    return pdlt.Network("relu", depth=depth, width=WIDTH, n_in=N_IN, n_out=2)
+    return pdlt.Network(act, depth=depth, width=WIDTH, n_in=N_IN, n_out=2)
 
 
 def _sample(
@@ -74,10 +75,12 @@ def _sample(
     }
 
 
-def run(N: int, depth: int, sizes: dict[str, int], pq_from: dict[str, Any] | None) -> dict:
+def run(
+    act: str, N: int, depth: int, sizes: dict[str, int], pq_from: dict[str, Any] | None
+) -> dict:
     """One row; ``pq_from``: the dNTK group of a smaller-N row to project from, or None to
     sample P and Q here."""
-    net = _network(depth)
+    net = _network(act, depth)
     x = np.random.default_rng(0).normal(size=(N, N_IN))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -99,7 +102,7 @@ def run(N: int, depth: int, sizes: dict[str, int], pq_from: dict[str, Any] | Non
     M = max(networks.values())
     mc_s = M * sum(g["s_per_network"] for g in groups.values())
     return {
-        "activation": "relu",
+        "activation": act,
         "N": N,
         "depth": depth,
         "width": WIDTH,
@@ -113,7 +116,7 @@ def run(N: int, depth: int, sizes: dict[str, int], pq_from: dict[str, Any] | Non
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    head = ["N", "L", "theory s (K..Q)", "MC s/network V..F", "MC s/network P, Q"]
+    head = ["activation", "N", "L", "theory s (K..Q)", "MC s/network V..F", "MC s/network P, Q"]
     head += ["networks for 1e-3 (hardest)", "MC s for 1e-3", "theory speedup"]
     body = []
     for r in rows:
@@ -124,6 +127,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             pq_s += f" (projected from N = {pq['projected_from_N']})"
         body.append(
             [
+                r["activation"],
                 r["N"],
                 r["depth"],
                 f"{r['theory_s']:.3g}",
@@ -135,11 +139,12 @@ def render(rows: list[dict[str, Any]]) -> str:
             ]
         )
     per_field = "; ".join(
-        f"N = {r['N']}: " + ", ".join(f"{f} {v:.1g}" for f, v in r["networks_for_1e-3"].items())
+        f"{r['activation']} N = {r['N']}: "
+        + ", ".join(f"{f} {v:.1g}" for f, v in r["networks_for_1e-3"].items())
         for r in rows
     )
     sampled = "; ".join(
-        f"N = {r['N']}: "
+        f"{r['activation']} N = {r['N']}: "
         + ", ".join(
             f"{name} {g['networks_sampled']}"
             for name, g in r["groups"].items()
@@ -156,7 +161,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         else ""
     )
     return (
-        "# Finite-width statistics: theory vs sampling (ReLU, V, G1, A, B, D, F, P, Q)\n\n"
+        "# Finite-width statistics: theory vs sampling (V, G1, A, B, D, F, P, Q)\n\n"
         + markdown_table(head, body)
         + "\n\nTheory: one `pdlt.flow` for K, V, G1, Theta, A, B, D, F, P, Q at every layer. "
         "MC: `pdlt.measure` of the same statistics (G1 aside) on small ensembles (networks "
@@ -171,6 +176,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (< 1 min)")
+    ap.add_argument("--activations", default="relu,tanh", help="comma-separated (relu,tanh)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     args = ap.parse_args(argv)
     if args.quick:
@@ -180,16 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan, depth = [(8, {"forward and NTK": 16, "dNTK": 4}), (32, None)], 20
         sizes_big = {"forward and NTK": 4}
     rows: list[dict[str, Any]] = []
-    for N, sizes in plan:
-        print(f"relu N={N} L={depth} ...", flush=True)
-        pq_from = None if sizes is not None else rows[0]["groups"]["dNTK"]
-        rows.append(run(N, depth, sizes or sizes_big, pq_from))
+    for act in args.activations.split(","):
+        for N, sizes in plan:
+            print(f"{act} N={N} L={depth} ...", flush=True)
+            pq_from = None if sizes is not None else rows[-1]["groups"]["dNTK"]
+            rows.append(run(act, N, depth, sizes or sizes_big, pq_from))
     md = render(rows)
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = [
         {
-            "metric": f"relu N={r['N']} L={r['depth']}: all statistics, theory speedup vs MC "
+            "metric": f"{r['activation']} N={r['N']} L={r['depth']}: all statistics, theory "
+            "speedup vs MC "
             "at 1e-3",
             "value": r["speedup_vs_mc_at_1e-3"],
             "unit": "x",

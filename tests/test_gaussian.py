@@ -668,7 +668,8 @@ def test_hermite_path_small_variances_vs_mpmath():
         calls.append(counts)
         return original(fn, L, counts)
 
-    with pytest.MonkeyPatch.context() as mpatch:
+    with pytest.MonkeyPatch.context() as mpatch:  # not the conditioning of 3c
+        mpatch.setattr(gaussian._gaussian_four, "covers", lambda act: False)
         mpatch.setattr(gaussian, "_tensor_hermite", spy)
         prod = [(0, 1), (1, 1), (2, 2), (2, 2), (3, 3)]
         got = moments(act, np.diag(variances), [prod])[0]
@@ -705,8 +706,9 @@ def test_hermite_path_matches_composite_rule(name, s):
     A = rng.normal(size=(4, 4))
     K = s * (A @ A.T / 4 + 0.05 * np.eye(4))
     act = activation(name)
-    got = moments(act, K, _HERMITE_PRODUCTS)
-    with pytest.MonkeyPatch.context() as mpatch:
+    with pytest.MonkeyPatch.context() as mpatch:  # the four-factor products too
+        mpatch.setattr(gaussian._gaussian_four, "covers", lambda act: False)
+        got = moments(act, K, _HERMITE_PRODUCTS)
         mpatch.setattr(gaussian, "_hermite_rule", lambda act, orders: None)
         ref = moments(act, K, _HERMITE_PRODUCTS)
     assert np.max(np.abs(got - ref)) <= 1e-10 * np.max(np.abs(ref))
@@ -719,6 +721,215 @@ def test_hermite_rule_only_for_smooth_activations():
     counts = [nodes(a) for a in (0.05, 0.1, 0.2, 0.3)]
     assert all(c is not None for c in counts) and counts == sorted(counts)
     assert nodes(2.0) is None  # tanh(2u): poles too close; the composite rule is used
+
+
+# --------------------------------------------------------------------------------------------
+# 3c. four factors sigma^(k) by rotated sequential conditioning (pdlt._gaussian_four)
+
+
+def _sin_products(K: np.ndarray, phases: np.ndarray, amplitude: float = 1.0) -> np.ndarray:
+    """<prod_s A sin(z_s + phi_s)>_K in closed form: sin x = (e^{ix} - e^{-ix}) / 2i, and
+    <e^{i e.z}> = exp(-e K e / 2), summed over the sign patterns e (any PSD K, singular ones
+    included).  K (B, 4, 4), phases (4,) -> (B,)."""
+    total = np.zeros(K.shape[0], dtype=complex)
+    for e in itertools.product((1.0, -1.0), repeat=4):
+        e = np.array(e)
+        total += (
+            np.prod(e) * np.exp(1j * e @ phases) * np.exp(-0.5 * np.einsum("i,bij,j->b", e, K, e))
+        )
+    return (amplitude**4 * total / (2j) ** 4).real
+
+
+def _sin_norms(K: np.ndarray, phases: np.ndarray, amplitude: float = 1.0) -> np.ndarray:
+    """prod_s sqrt(<A^2 sin^2(z_s + phi_s)>): the moments' natural scale (Cauchy-Schwarz)."""
+    var = np.diagonal(K, axis1=1, axis2=2)
+    return np.prod(amplitude**2 * 0.5 * (1 - np.cos(2 * phases) * np.exp(-2 * var)), axis=1) ** 0.5
+
+
+def _four_point_covariances() -> np.ndarray:
+    """Random correlated covariances from deep-layer to large variances, two nearly collinear
+    pairs (inputs 1e-6 apart) and an exact duplicate."""
+    rng = np.random.default_rng(11)
+    out = []
+    for s in (0.03, 0.3, 1.0, 3.0):
+        A = rng.normal(size=(4, 6))
+        out.append(s * A @ A.T / 6)
+    X = rng.normal(size=(4, 6))
+    X[3] = X[2] + 1e-6 * rng.normal(size=6)
+    out.append(X @ X.T / 6)
+    X[3] = X[1]
+    out.append(X @ X.T / 6)
+    return np.stack(out)
+
+
+_FOUR_ORDERS = [(0, 0, 0, 0), (1, 1, 1, 1), (2, 1, 1, 0), (3, 1, 1, 1), (0, 0, 1, 1), (2, 2, 1, 1)]
+
+
+def _spy_four_point(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    covered = []
+    original = gaussian._gaussian_four.four_point
+
+    def spy(act, K, orders):
+        value, ok = original(act, K, orders)
+        covered.append(ok)
+        return value, ok
+
+    monkeypatch.setattr(gaussian._gaussian_four, "four_point", spy)
+    return covered
+
+
+def test_four_point_conditioning_sin_closed_form(monkeypatch):
+    # expected: the closed form of <prod sin(z_s + k_s pi/2)> (sin^(k)(x) = sin(x + k pi/2));
+    # target 1e-12 of the factors' norms (the method's self-tested rules pass at 1e-13)
+    K = _four_point_covariances()
+    covered = _spy_four_point(monkeypatch)
+    products = [[(s, k) for s, k in enumerate(o)] for o in _FOUR_ORDERS]
+    got = moments(activation("sin"), K, products)
+    assert covered and all(ok.all() for ok in covered), "the conditioning path was not taken"
+    for m, o in enumerate(_FOUR_ORDERS):
+        phases = np.array(o) * math.pi / 2
+        err = np.abs(got[:, m] - _sin_products(K, phases)) / _sin_norms(K, phases)
+        assert np.max(err) <= 1e-12, (o, err)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_four_point_conditioning_repeated_samples(d, monkeypatch):
+    # a sample with two factors fills two slots (a duplicated direction, one node); expected:
+    # the same closed form on the covariance with the sample repeated; target 1e-12
+    rng = np.random.default_rng(d)
+    A = rng.normal(size=(d, 5))
+    K = A @ A.T / 5
+    covered = _spy_four_point(monkeypatch)
+    samples = [0, 0, 1, 1] if d == 2 else [0, 1, 1, 2]
+    orders = [(0, 1, 0, 2), (1, 1, 3, 0)]
+    products = [[(a, k) for a, k in zip(samples, o, strict=True)] for o in orders]
+    got = moments(activation("sin"), K, products)
+    assert covered and covered[0].all()
+    K4 = K[np.ix_(samples, samples)][None]
+    for m, o in enumerate(orders):
+        phases = np.array(o) * math.pi / 2
+        ref = _sin_products(K4, phases)[0]
+        assert abs(got[m] - ref) <= 1e-12 * _sin_norms(K4, phases)[0], (o, got[m], ref)
+
+
+def test_four_point_conditioning_user_callable():
+    # a torch callable A sin(z + phi) = sin z + cos(z) / 2, differentiated by autograd;
+    # expected: the closed form; target 1e-12 of the norms
+    act = Activation.from_callable(lambda z: torch.sin(z) + 0.5 * torch.cos(z), scale=2.0)
+    amplitude, phi = math.hypot(1.0, 0.5), math.atan2(0.5, 1.0)
+    K = _four_point_covariances()[:3]
+    orders = [(0, 0, 0, 0), (2, 1, 1, 0)]
+    got = moments(act, K, [[(s, k) for s, k in enumerate(o)] for o in orders])
+    for m, o in enumerate(orders):
+        phases = phi + np.array(o) * math.pi / 2
+        ref = _sin_products(K, phases, amplitude)
+        assert np.max(np.abs(got[:, m] - ref) / _sin_norms(K, phases, amplitude)) <= 1e-12
+
+
+def _brute_force(
+    act: Activation, K: np.ndarray, products: list[list[tuple[int, int]]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """<prod> and <|prod|> for products of factors (a, k) (k = -1: z_a) by a tensor
+    trapezoidal rule in the eigenvector coordinates of K (z = V sqrt(lam) u), no conditioning,
+    rotation or elimination: along u_j the step is the smaller of 0.5 and 2 pi d_j / 50 (d_j
+    the distance, in u_j, of sigma's nearest singularity at `scale`: error ~exp(-50)) on
+    |u_j| <= 8.5; halving the margin changes nothing above 1e-14."""
+    d = K.shape[0]
+    lam, V = np.linalg.eigh(K)
+    L = V * np.sqrt(np.clip(lam, 0.0, None))
+    axes, weights = [], []
+    for j in range(d):
+        coef = np.max(np.abs(L[:, j]))
+        h = min(0.5, 2 * math.pi * act.scale / max(coef, 1e-300) / 50)
+        x = h * np.arange(-math.floor(8.5 / h), math.floor(8.5 / h) + 1)
+        axes.append(x)
+        weights.append(h * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+    out, absolute = np.zeros(len(products)), np.zeros(len(products))
+    grid = np.stack(np.meshgrid(*axes[1:], indexing="ij"), -1).reshape(-1, d - 1)
+    w_rest = np.ones(1)
+    for wj in weights[1:]:
+        w_rest = np.multiply.outer(w_rest, wj).reshape(-1)
+    for i0 in range(len(axes[0])):  # one slab of the first variable at a time
+        z = axes[0][i0] * L[:, 0] + grid @ L[:, 1:].T  # (Q, d)
+        for m, prod in enumerate(products):
+            f = weights[0][i0] * w_rest
+            for a, k in prod:
+                f = f * (z[:, a] if k == -1 else act.derivative(z[:, a], k))
+            out[m] += f.sum()
+            absolute[m] += np.abs(f).sum()
+    return out, absolute
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "swish"])
+@pytest.mark.parametrize("scale", [0.05, 1.0])
+def test_four_point_conditioning_vs_brute_force(name, scale):
+    # expected: the brute-force tensor rule above (independent: no shared code or geometry);
+    # target 1e-12 of <|prod|>
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(4, 8))
+    K = scale * (A @ A.T / 8 + 0.2 * np.eye(4))
+    act = activation(name)
+    orders = [(0, 0, 0, 0), (2, 1, 1, 0), (3, 1, 1, 1)]
+    products = [[(s, k) for s, k in enumerate(o)] for o in orders]
+    got = moments(act, K, products)
+    ref, norm = _brute_force(act, K, products)
+    assert np.max(np.abs(got - ref) / norm) <= 1e-12, (got, ref)
+
+
+# the forms of the recursions: several factors on one sample, z itself (k = -1)
+_FEWER_SAMPLE_PRODUCTS = {
+    2: [
+        [(0, 2), (1, 0)],
+        [(0, -1), (0, 0), (1, 1)],
+        [(0, 1), (1, 1), (0, -1), (1, -1)],
+        [(0, 0), (1, 0), (0, -1), (0, -1), (1, -1), (1, -1)],
+        [(0, 0), (0, 0), (1, 3), (1, 1)],
+    ],
+    3: [
+        [(0, 0), (0, 0), (1, 0), (2, 0)],
+        [(0, 2), (1, 1), (1, 1), (2, 0)],
+        [(0, -1), (1, 0), (2, 1)],
+    ],
+}
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu"])
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("scale", [0.05, 1.0])
+def test_conditioning_fewer_samples_vs_brute_force(name, d, scale, monkeypatch):
+    # two and three samples go to the same method, padded with factor-free samples (spy);
+    # expected: the brute-force rule; target 1e-12 of <|prod|>
+    rng = np.random.default_rng(d)
+    A = rng.normal(size=(d, 6))
+    K = scale * A @ A.T / 6
+    covered = _spy_four_point(monkeypatch)
+    act = activation(name)
+    got = moments(act, K, _FEWER_SAMPLE_PRODUCTS[d])
+    assert covered and covered[0].all()
+    ref, norm = _brute_force(act, K, _FEWER_SAMPLE_PRODUCTS[d])
+    assert np.max(np.abs(got - ref) / norm) <= 1e-12, (got, ref)
+
+
+def test_four_point_conditioning_falls_back_at_large_variance():
+    # tanh at variances ~40: no trapezoidal step passes the self-test, so the covariance is
+    # not covered and goes (alone, with its products) to the general path
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(4, 6))
+    K = np.stack([0.5 * A @ A.T / 6, 40.0 * A @ A.T / 6])
+    act = activation("tanh")
+    products = [[(0, 0), (1, 0), (2, 1), (3, 1)], [(0, 1), (1, 0), (2, 1), (3, 1)]]
+    slots = [((0,), (0,), (1,), (1,)), ((1,), (0,), (1,), (1,))]
+    value, covered = gaussian._gaussian_four.four_point(act, K, slots)
+    assert covered.tolist() == [True, False] and np.all(np.isnan(value[1]))
+    seen = []
+
+    def general(act, K, prods):
+        seen.append((K, prods))
+        return np.full((K.shape[0], len(prods)), 7.0)
+
+    got = gaussian._conditioned(act, K, products, general)
+    assert len(seen) == 1 and np.array_equal(seen[0][0], K[1:]) and seen[0][1] == products
+    assert np.array_equal(got[0], value[0]) and np.all(got[1] == 7.0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,14 +47,24 @@ three and four dimensions, for a smooth activation whose variables all have smal
 (the integrand analytic in a strip wide compared with the Gaussian), a tensor Gauss-Hermite rule
 replaces the composite one where it is cheaper: its node count per variable is the smallest that
 passes a one-dimensional self-test at 1e-12 (:func:`_hermite_rule`), typically 10-30 nodes
-instead of 80, so deep-layer four-point expectations cost 20-50 times less.  The evaluation is
-chunked so memory stays bounded.
+instead of 80.  The evaluation is chunked so memory stays bounded.
+
+For a smooth activation, products over two to four samples (any factors ``sigma^{(k)}`` and
+``z``: every form the recursions use) go to rotated sequential conditioning
+(:mod:`pdlt._gaussian_four`): one sample is integrated out into a smoothed factor needed on a
+two-dimensional grid, the others by self-tested Gauss-Hermite or trapezoidal rules (tied into
+lattices near unit variance), so ``n^3`` evaluations of sigma (``n^2`` on a lattice, ``n^2`` in
+three dimensions) replace ``n^4``.  It is 25-200 times faster than the general rule in four
+dimensions and far more accurate: ~1e-13 (tests against closed forms for ``sin`` and a
+brute-force rule for tanh, GELU, SWISH).  Where its rules cannot reach that (tanh at variances
+~50), and for kinked activations, the general rule is used.
 
 Accuracy (checked in ``tests/test_gaussian.py`` against closed forms and mpmath): relative
 error below 1e-10 for smooth integrands and below 1e-8 for kinked ones in one and two
 dimensions, over variances from 1e-6 to 1e2 and correlations up to 0.9999; about 1e-8 to 1e-6
 in three and four dimensions at variances O(1) (four-dimensional tensor grids are capped at
-6e7 nodes per covariance, so at large variances there the accuracy degrades).  ``error=True``
+6e7 nodes per covariance, so at large variances there the accuracy degrades) -- except where
+the conditioning above applies, ~1e-13.  ``error=True``
 returns an estimate from a refined rule (more nodes, narrower panels, wider domain) alongside
 every value.
 """
@@ -73,6 +83,7 @@ import numpy as np
 import torch
 from scipy import special
 
+from . import _gaussian_four
 from .activations import Activation
 
 __all__ = ["expect", "moments", "pairwise_moments", "Factor", "DEFAULT_RULE"]
@@ -650,16 +661,49 @@ def moments(
         value = _step_family(act, Kb, products)
         err = None
     elif d >= 3 and not error:
-        value = _eliminated(act, Kb, products)
+        value = _conditioned(act, Kb, products, _eliminated)
+        err = None
+    elif d == 2 and not error:
+        value = _conditioned(act, Kb, products, _general)
         err = None
     else:
-        fn = _product_fn(act, products)
-        res = expect(fn, Kb, kinks=act.kinks, scale=act.scale, error=error)
+        res = expect(_product_fn(act, products), Kb, kinks=act.kinks, scale=act.scale, error=error)
         value, err = res if error else (res, None)
     shape = batch + (len(products),)
     if error:
         return value.reshape(shape), np.asarray(err).reshape(shape)
     return value.reshape(shape)
+
+
+def _conditioned(
+    act: Activation,
+    K: np.ndarray,
+    products: Sequence[Sequence[Factor]],
+    general: Callable[[Activation, np.ndarray, Sequence[Sequence[Factor]]], np.ndarray],
+) -> np.ndarray:
+    """Two to four samples of a smooth activation by rotated sequential conditioning
+    (:mod:`pdlt._gaussian_four`; fewer samples are padded with factor-free ones of zero
+    variance, which cost one node) where its self-tested rules reach the accuracy; ``general``
+    for the rest."""
+    if not _gaussian_four.covers(act):
+        return general(act, K, products)
+    B, d, _ = K.shape
+    K4 = np.zeros((B, 4, 4))
+    K4[:, :d, :d] = K
+    slots = []
+    for prod in products:
+        per: list[list[int]] = [[] for _ in range(4)]
+        for a, k in prod:
+            per[a].append(k)
+        slots.append(tuple(tuple(sorted(ks)) for ks in per))
+    value, covered = _gaussian_four.four_point(act, K4, slots)
+    if not np.all(covered):
+        value[~covered] = general(act, K[~covered], products)
+    return value
+
+
+def _general(act: Activation, K: np.ndarray, products: Sequence[Sequence[Factor]]) -> np.ndarray:
+    return expect(_product_fn(act, products), K, kinks=act.kinks, scale=act.scale)
 
 
 _TABLE_NODES = 12
