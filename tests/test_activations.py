@@ -267,6 +267,28 @@ def test_derivatives_match_torch_autograd(name):
         assert _close(act.derivative(z, k), _autograd(act.torch_fn, z, k), 1e-12), (name, k)
 
 
+@pytest.mark.parametrize("name", sorted(MP_SMOOTH))
+def test_derivatives_at_match_mpmath(name):
+    # the joint evaluation (Activation.jet where the activation has one) against the same
+    # mpmath.diff references, for every set of orders; without a jet it is derivative()
+    act = activation(name)
+    z = np.array(POINTS)
+    refs = {k: _mp_derivs(MP_SMOOTH[name], POINTS, k) for k in range(4)}
+    for orders in ([0, 1], [1, 3], [0, 1, 2, 3], [2]):
+        got = act.derivatives_at(z, orders)
+        assert sorted(got) == orders
+        for k in orders:
+            assert _close(got[k], refs[k], 1e-12), (name, orders, k)
+
+
+def test_derivatives_at_without_jet_is_derivative():
+    act = Activation.from_callable(lambda z: torch.tanh(z) + 0.1 * torch.sin(z))
+    assert act.jet is None
+    z = np.linspace(-2.0, 2.0, 7)
+    got = act.derivatives_at(z, [3, 0])
+    assert all(np.array_equal(got[k], act.derivative(z, k)) for k in (0, 3))
+
+
 def test_derivative_accepts_scalars_and_arrays():
     # tanh'(0.5) = sech^2(0.5) (closed form)
     act = activation("tanh")

@@ -812,6 +812,16 @@ def test_four_point_conditioning_repeated_samples(d, monkeypatch):
         assert abs(got[m] - ref) <= 1e-12 * _sin_norms(K4, phases)[0], (o, got[m], ref)
 
 
+def test_conditioning_same_product_twice():
+    # a product asked for twice (its factors in another order) gets its value in both columns
+    # (hypothesis found the second column left unwritten); expected: the 1-D product formula
+    # <tanh(z0)^2 tanh'(z1)> = <tanh^2>_1 tanh'(0) = <tanh^2>_1 with z1 = 0 (mpmath)
+    K = np.array([[1.0, 0.0], [0.0, 0.0]])
+    products = [[(0, 0), (0, 0), (1, 1)], [(1, 1), (0, 0), (0, 0)]]
+    got = moments(activation("tanh"), K, products)
+    assert got[0] == got[1] and abs(got[0] - _mp_tanh2(1.0)) <= 1e-13
+
+
 def test_four_point_conditioning_user_callable():
     # a torch callable A sin(z + phi) = sin z + cos(z) / 2, differentiated by autograd;
     # expected: the closed form; target 1e-12 of the norms

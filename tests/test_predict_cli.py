@@ -297,7 +297,7 @@ def test_rejected_options(capsys, files, tmp_path):
 
 def test_slow_finite_width_correction_is_announced(capsys, monkeypatch):
     """predict --width on the default 20 + 10 points needs (L-1) C(30, 4) = 54,810 four-point
-    integrals (hours): a warning says so before the work starts."""
+    integrals (minutes): a warning says so before the work starts."""
     pytest.importorskip("sklearn")
     import pdlt.learning.finite_width as fwmod
 

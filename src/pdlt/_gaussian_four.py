@@ -46,7 +46,7 @@ not covered and the caller uses the general path.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -72,6 +72,7 @@ _H_FINE = tuple(1.3 * 0.96**i for i in range(80))  # lattice steps: 1.3 down to 
 _LATTICE = np.unique(np.ceil(9 * 1.12 ** np.arange(60)).astype(int) | 1)  # odd node counts
 _EVAL_COST = 12.0  # one evaluation of sigma ~ 12 multiply-adds (for the choice of scheme only)
 _CHUNK_POINTS = 4_000_000
+_PARALLEL_WORK = 20_000_000  # evaluations from which the buckets run on several threads
 _OPTIONS = [(c, d) for c in range(4) for d in range(4) if c != d]  # (eliminated, third level)
 _NO_RULE = -(10**6)
 
@@ -109,7 +110,10 @@ def _trapezoid(h: float, U: float = _U) -> Rule:
 def _derivatives(act: Activation, z: np.ndarray, ks: Sequence[int]) -> dict[int, np.ndarray]:
     """``{k: sigma^{(k)}(z)}``, ``k = -1`` meaning ``z`` itself."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        return {k: z if k == -1 else act.derivative(z, k) for k in ks}
+        out = act.derivatives_at(z, [k for k in ks if k >= 0])
+    if -1 in ks:
+        out[-1] = z
+    return out
 
 
 def _slot_values(act: Activation, z: np.ndarray, slots: Sequence[Slot]) -> dict[Slot, np.ndarray]:
@@ -191,20 +195,24 @@ def _ladder_steps(a: np.ndarray) -> np.ndarray:
 
 
 class _Rules:
-    """The rules of one variable for an array of coefficients, looked up once per ladder step."""
+    """The rules of one variable for an array of coefficients, looked up once per ladder step;
+    ``index`` numbers the distinct rules (many steps share one), so covariances with the same
+    rules share array shapes."""
 
     def __init__(self, act: Activation, products: tuple[tuple[int, ...], ...], a: np.ndarray):
-        s = _ladder_steps(a)
-        steps, self.index = np.unique(s, return_inverse=True)
-        self.index = self.index.reshape(-1)
-        self.rules = [_rule(act, products, int(v)) for v in steps]
-        n = np.array([0 if r is None else len(r[0]) for r in self.rules])
-        self.counts = n[self.index]  # 0: no rule
-        self._steps, self._act, self._products = steps, act, products
+        steps, at_step = np.unique(_ladder_steps(a), return_inverse=True)
+        per_step = [_rule(act, products, int(v)) for v in steps]
+        distinct = list({id(r): r for r in per_step}.values())  # the rules are cached objects
+        number = {id(r): n for n, r in enumerate(distinct)}
+        self.rules = distinct
+        self.index = np.array([number[id(r)] for r in per_step])[at_step.reshape(-1)]
+        self.counts = np.array([0 if r is None else len(r[0]) for r in distinct])[self.index]
+        self._steps, self._at_step = steps, at_step.reshape(-1)
+        self._act, self._products = act, products
 
     def largest_steps(self) -> np.ndarray:
         h = [_largest_step(self._act, self._products, int(v)) for v in self._steps]
-        return np.array(h)[self.index]
+        return np.array(h)[self._at_step]
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +264,18 @@ class _Geometry:
         A1 = -L[:, :3, 0] * sn[:, None] + L[:, :3, 1] * cs[:, None]
         return cls(perm, A0, A1, L[:, 2, 2], rho, L[:, 3, 2], L[:, 3, 3])
 
+    @classmethod
+    def pick(cls, options: Sequence[_Geometry], option: np.ndarray, idx: np.ndarray) -> _Geometry:
+        """Covariance ``idx[q]`` in the frame of ``options[option[q]]``: the samples in that
+        option's order ``(a, b, d, c)``, so ``perm`` is the identity."""
+        fields = ("A0", "A1", "l22", "rho", "l32", "sig")
+        out = {f: np.empty((len(idx),) + getattr(options[0], f).shape[1:]) for f in fields}
+        for o in np.unique(option):
+            at = option == o
+            for f in fields:
+                out[f][at] = getattr(options[o], f)[idx[at]]
+        return cls((0, 1, 2, 3), **out)
+
     def take(self, idx: np.ndarray) -> _Geometry:
         return _Geometry(
             self.perm, *(getattr(self, f)[idx] for f in ("A0", "A1", "l22", "rho", "l32", "sig"))
@@ -280,59 +300,169 @@ def four_point(
     """``<prod_s prod_{k in p_s} sigma^{(k)}(z_s)>_K`` for covariances ``K`` (B, 4, 4) and
     products ``p`` (one :data:`Slot` of factors per sample).
 
+    Each covariance gets its cheapest scheme.  Covariances whose schemes see the same set of
+    products (in the scheme's order ``(a, b, d, c)``) are then integrated together, in buckets
+    of similar node counts padded to the bucket's largest (zero-weight nodes, or trapezoidal
+    nodes beyond ``|u| = 9``, change nothing), so the array work runs in few, large calls.
+
     Returns
     -------
     values : ndarray, shape (B, len(products))
     covered : ndarray of bool, shape (B,)
         False where no one-dimensional rule reaches the accuracy (values there are NaN).
     """
-    products = [tuple(tuple(int(k) for k in slot) for slot in p) for p in products]
+    asked = [tuple(tuple(int(k) for k in slot) for slot in p) for p in products]
+    products = list(dict.fromkeys(asked))  # each distinct product once
     B = K.shape[0]
     flat = tuple(tuple(k for slot in p for k in slot) for p in products)
     slots = _slot_sets(products)
-    candidates = []  # (cost, mode, (c, d), geometry, rules)
+    geometries, costs, rules, steps = [], [], [], []
     for c, d in _OPTIONS:
         g = _Geometry.of(K, c, d)
         a0, a1, a2, aw = g.coefficients
-        inner = _Rules(act, tuple(slots[c]), aw)
-        outer = [_Rules(act, flat, a) for a in (a0, a1, a2)]
-        n0, n1, n2 = (r.counts.astype(float) for r in outer)
-        nw = inner.counts
-        cost = _EVAL_COST * (n0 * n1 * n2 + n0 * n2 * nw + 2 * n0 * n1) + 2 * n0 * n1 * n2
-        feasible = (n0 > 0) & (n1 > 0) & (n2 > 0) & (nw > 0)
-        candidates.append((np.where(feasible, cost, np.inf), "direct", (c, d), g, (outer, inner)))
-        h, raw = _lattice_steps(g, [r.largest_steps() for r in outer])
+        per_variable = [_Rules(act, flat, a) for a in (a0, a1, a2)]
+        per_variable.append(_Rules(act, tuple(slots[c]), aw))
+        n0, n1, n2, nw = (r.counts.astype(float) for r in per_variable)
+        direct = _EVAL_COST * (n0 * n1 * n2 + n0 * n2 * nw + 2 * n0 * n1) + 2 * n0 * n1 * n2
+        h, raw = _lattice_steps(g, [r.largest_steps() for r in per_variable[:3]])
         n0, n1, n2 = raw.T
-        cost = _EVAL_COST * (2 * n0 * n1 + n0 * (n1 + n2) + (n0 + n2) * nw) + n0 * n1 * n2
-        feasible = (np.max(raw, axis=1) <= _LATTICE[-1]) & (nw > 0)
-        candidates.append(
-            (np.where(feasible, cost, np.inf), "lattice", (c, d), g, ((h, raw), inner))
-        )
-    costs = np.stack([cand[0] for cand in candidates])
-    best = np.argmin(costs, axis=0)
-    covered = np.isfinite(costs[best, np.arange(B)])
+        lattice = _EVAL_COST * (2 * n0 * n1 + n0 * (n1 + n2) + (n0 + n2) * nw) + n0 * n1 * n2
+        feasible = np.all([r.counts > 0 for r in per_variable], axis=0)
+        costs += [np.where(feasible, direct, np.inf)]
+        costs += [np.where(feasible & (np.max(raw, axis=1) <= _LATTICE[-1]), lattice, np.inf)]
+        geometries.append(g)
+        rules.append(per_variable)
+        steps.append((h, _counts(raw)))
+    cost = np.stack(costs)
+    best = np.argmin(cost, axis=0)  # 2 * option + (0: direct, 1: lattice)
+    covered = np.isfinite(cost[best, np.arange(B)])
     out = np.full((B, len(products)), np.nan)
-    for ci in np.unique(best[covered]):
-        _, mode, (c, d), g, (extra, inner) = candidates[ci]
-        sel = np.nonzero(covered & (best == ci))[0]
-        if mode == "direct":
-            keys = np.stack([r.index[sel] for r in extra] + [inner.index[sel]], axis=1)
-        else:
-            keys = np.concatenate([_counts(extra[1][sel]), inner.index[sel, None]], axis=1)
-        groups, which = np.unique(keys, axis=0, return_inverse=True)
-        which = which.reshape(-1)
-        for q, key in enumerate(groups):
-            idx = sel[which == q]
-            w_rule = inner.rules[key[-1]]
-            if mode == "direct":
-                rules = [extra[j].rules[key[j]] for j in range(3)] + [w_rule]
-                out[idx] = _direct(act, g.take(idx), rules, products, c, d)
+    table = _RuleTable([r for per_variable in rules for r in per_variable])
+    # the products as each option orders them, (a, b, d, c), and their output columns
+    seen = [tuple(sorted(tuple(p[s] for s in g.perm) for p in products)) for g in geometries]
+    columns = [
+        [products.index(tuple(p[g.perm.index(s)] for s in range(4))) for p in seen[o]]
+        for o, g in enumerate(geometries)
+    ]
+    groups: dict[tuple[int, tuple[Product, ...]], list[int]] = {}
+    for scheme in np.unique(best[covered]):
+        groups.setdefault((scheme % 2, seen[scheme // 2]), []).append(int(scheme))
+    tasks = []
+    for (lattice_mode, order), schemes in groups.items():
+        idx = np.concatenate([np.nonzero(covered & (best == sc))[0] for sc in schemes])
+        option = best[idx] // 2
+        g = _Geometry.pick(geometries, option, idx)
+        number = np.empty((len(idx), 4), dtype=np.int64)  # each variable's rule in the table
+        h = np.empty((len(idx), 3))
+        counts = np.empty((len(idx), 4), dtype=np.int64)
+        for o in np.unique(option):
+            at = option == o
+            number[at] = np.stack([table.numbers(r, idx[at]) for r in rules[o]], axis=1)
+            h[at], counts[at, :3] = steps[o][0][idx[at]], steps[o][1][idx[at]]
+        if not lattice_mode:
+            counts[:, :3] = table.counts[number[:, :3]]
+        counts[:, 3] = table.counts[number[:, 3]]
+
+        def task(
+            part: np.ndarray,
+            lattice_mode: int = lattice_mode,
+            order: tuple = order,
+            idx: np.ndarray = idx,
+            option: np.ndarray = option,
+            g: _Geometry = g,
+            number: np.ndarray = number,
+            h: np.ndarray = h,
+            counts: np.ndarray = counts,
+        ) -> None:
+            n = np.max(counts[part], axis=0)
+            w_rule = table.padded(number[part, 3], n[3])
+            if lattice_mode:
+                single = counts[part, :3] == 1
+                values = _lattice(act, g.take(part), h[part], tuple(n[:3]), single, w_rule, order)
             else:
-                counts = tuple(int(v) for v in key[:3])
-                out[idx] = _lattice(act, g.take(idx), extra[0][idx], counts, w_rule, products, c, d)
+                nodes = [table.padded(number[part, j], n[j]) for j in range(3)] + [w_rule]
+                values = _direct(act, g.take(part), nodes, order)
+            for o in np.unique(option[part]):
+                mine = option[part] == o
+                out[np.ix_(idx[part][mine], columns[o])] = values[mine]  # disjoint rows
+
+        tasks += [(task, part, float(np.sum(_work(counts[part])))) for part in _buckets(counts)]
+    _run(tasks)
     if not np.all(np.isfinite(out[covered])):
         raise FloatingPointError("the integrand is not finite at some quadrature nodes")
-    return out, covered
+    return out[:, [products.index(p) for p in asked]], covered
+
+
+class _RuleTable:
+    """The distinct rules of several :class:`_Rules`, as rows of zero-padded node and weight
+    tables, so a bucket's rules are gathered as (b, n) arrays."""
+
+    def __init__(self, all_rules: Sequence[_Rules]) -> None:
+        distinct: dict[int, Rule] = {}
+        for r in all_rules:
+            for rule in r.rules:
+                if rule is not None:
+                    distinct.setdefault(id(rule), rule)
+        self._row = {key: n for n, key in enumerate(distinct)}
+        width = max(len(x) for x, _ in distinct.values())
+        self.x = np.zeros((len(distinct), width))
+        self.w = np.zeros((len(distinct), width))
+        self.counts = np.zeros(len(distinct), dtype=np.int64)
+        for n, (x, w) in enumerate(distinct.values()):
+            self.x[n, : len(x)], self.w[n, : len(x)], self.counts[n] = x, w, len(x)
+
+    def numbers(self, r: _Rules, idx: np.ndarray) -> np.ndarray:
+        """The table rows of ``r``'s rules at the coefficients ``idx``."""
+        rows = np.array([self._row.get(id(rule), -1) for rule in r.rules])
+        return rows[r.index[idx]]
+
+    def padded(self, rows: np.ndarray, n: int) -> Rule:
+        """Nodes and weights (b, n) of the rules in ``rows``, zero-weight nodes appended."""
+        return self.x[rows, :n], self.w[rows, :n]
+
+
+def _work(counts: np.ndarray) -> np.ndarray:
+    """Evaluations of sigma per covariance of node counts ``(n_0, n_1, n_2, n_w)`` (b, 4)."""
+    n0, n1, n2, nw = counts.T.astype(float)
+    return n0 * n2 * (n1 + nw)
+
+
+def _run(tasks: list[tuple[Callable[[np.ndarray], None], np.ndarray, float]]) -> None:
+    """Run the buckets, on the Gaussian engine's worker threads when there is enough work
+    (numpy releases the GIL in its loops; the buckets write disjoint rows)."""
+    from .gaussian import _IN_POOL, _THREADS, _pool
+
+    total = sum(work for _, _, work in tasks)
+    if _THREADS == 1 or total < _PARALLEL_WORK or getattr(_IN_POOL, "flag", False):
+        for task, part, _ in tasks:
+            task(part)
+        return
+    tasks = sorted(tasks, key=lambda t: -t[2])  # the long ones first, so the threads end together
+    for f in [_pool().submit(task, part) for task, part, _ in tasks]:
+        f.result()
+
+
+def _buckets(counts: np.ndarray, waste: float = 1.3) -> list[np.ndarray]:
+    """Split covariances with node counts ``counts`` (b, 4) = ``(n_0, n_1, n_2, n_w)`` into
+    buckets whose padded work (the largest counts, times their number) stays within ``waste``
+    of the work itself and below ``_CHUNK_POINTS`` evaluations.  Greedy, in lexicographic
+    order."""
+
+    def work(n: Sequence[int]) -> int:
+        return n[0] * n[2] * (n[1] + n[3])
+
+    order = np.lexsort(counts.T[::-1])
+    rows = counts[order].tolist()
+    out, start, top, total = [], 0, rows[0], 0
+    for pos, n in enumerate(rows):
+        new_top = [max(t, v) for t, v in zip(top, n, strict=True)]
+        padded = (pos - start + 1) * work(new_top)
+        if pos > start and (padded > waste * (total + work(n)) or padded > _CHUNK_POINTS):
+            out.append(order[start:pos])
+            start, new_top, total = pos, n, 0
+        top, total = new_top, total + work(n)
+    out.append(order[start:])
+    return out
 
 
 def _lattice_steps(g: _Geometry, largest: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -376,37 +506,27 @@ def _slot_sets(products: Sequence[Product]) -> list[list[Slot]]:
 
 
 def _direct(
-    act: Activation,
-    g: _Geometry,
-    rules: list[Rule],
-    products: Sequence[Product],
-    c: int,
-    d: int,
+    act: Activation, g: _Geometry, rules: list[Rule], order: Sequence[Product]
 ) -> np.ndarray:
-    """The rotated tensor rule with rules ``(v_0, v_1, u_2, w)`` shared by the covariances."""
+    """The rotated tensor rule, one rule per variable ``(v_0, v_1, u_2, w)`` and covariance:
+    nodes and weights (b, n) each; ``order`` the products with their slots as ``(a, b, d, c)``.
+    """
     (x0, w0), (x1, w1), (x2, w2), (xw, ww) = rules
-    a, b = g.perm[:2]
-    ks = _slot_sets(products)
-    B = len(g.rho)
-    step = max(1, _CHUNK_POINTS // (len(x0) * len(x2) * (len(x1) + len(xw))))
-    out = np.empty((B, len(products)))
-    W01 = w0[:, None] * w1[None, :]
-    for s in range(0, B, step):
-        sl = slice(s, s + step)
-        A0, A1 = g.A0[sl, :, None, None], g.A1[sl, :, None, None]
-        z01 = A0 * x0[:, None] + A1 * x1[None, :]  # (b, 3, n0, n1)
-        zd = z01[:, 2, :, :, None] + g.l22[sl, None, None, None] * x2
-        mc = g.rho[sl, None, None] * x0[:, None] + g.l32[sl, None, None] * x2[None, :]
-        Fa = _slot_values(act, z01[:, 0], ks[a])
-        Fb = _slot_values(act, z01[:, 1], ks[b])
-        Fd = _slot_values(act, zd, ks[d])
-        Fc = _slot_values(act, mc[..., None] + g.sig[sl, None, None, None] * xw, ks[c])
-        H = {k: (v @ ww) * w2 for k, v in Fc.items()}  # (b, n0, n2)
-        for m, o in enumerate(products):
-            P = W01 * Fa[o[a]] * Fb[o[b]]  # (b, n0, n1)
-            G = np.einsum("bij,bijk->bik", P, Fd[o[d]])
-            out[sl, m] = np.einsum("bik,bik->b", G, H[o[c]])
-    return out
+    ks = _slot_sets(order)
+    A0, A1 = g.A0[:, :, None, None], g.A1[:, :, None, None]
+    z01 = A0 * x0[:, None, :, None] + A1 * x1[:, None, None, :]  # (b, 3, n0, n1)
+    zd = z01[:, 2, :, :, None] + g.l22[:, None, None, None] * x2[:, None, None, :]
+    mc = g.rho[:, None, None] * x0[:, :, None] + g.l32[:, None, None] * x2[:, None, :]
+    Fa = _slot_values(act, z01[:, 0], ks[0])
+    Fb = _slot_values(act, z01[:, 1], ks[1])
+    Fd = _slot_values(act, zd, ks[2])
+    Fc = _slot_values(act, mc[..., None] + g.sig[:, None, None, None] * xw[:, None, None], ks[3])
+    H = {k: np.einsum("bikw,bw->bik", v, ww) * w2[:, None, :] for k, v in Fc.items()}
+
+    def R(kd: Slot, kc: Slot) -> np.ndarray:  # sum_k f_d H
+        return np.einsum("bijk,bik->bij", Fd[kd], H[kc])
+
+    return _contract(w0[:, :, None] * w1[:, None, :], Fa, Fb, R, order)
 
 
 def _lattice(
@@ -414,74 +534,79 @@ def _lattice(
     g: _Geometry,
     h: np.ndarray,
     counts: tuple[int, int, int],
+    unused: np.ndarray,
     w_rule: Rule,
-    products: Sequence[Product],
-    c: int,
-    d: int,
+    order: Sequence[Product],
 ) -> np.ndarray:
-    """The tied-step trapezoidal lattice for covariances sharing the node ``counts``:
-    ``z_d = A0_d x_0 + delta_d (s j + k)`` and ``m_c = delta_c (i + sign(l_32) k)``, so sigma
-    is evaluated on one-dimensional lattices and ``sum_j`` is a sliding-window correlation."""
+    """The tied-step trapezoidal lattice, steps ``h`` (b, 3), the variables ``unused`` (b, 3)
+    and the inner rule (b, n_w) per covariance, node ``counts`` shared: ``z_d = A0_d x_0 +
+    delta_d (s j + k)`` and ``m_c = delta_c (i + sign(l_32) k)``, so sigma is evaluated on
+    one-dimensional lattices and ``sum_k`` is a sliding-window correlation."""
     n0, n1, n2 = counts
     m0, m1, m2 = n0 // 2, n1 // 2, n2 // 2
     I, J, Kk = (np.arange(-m, m + 1) for m in (m0, m1, m2))
     xw, ww = w_rule
-    a, b = g.perm[:2]
-    ks = _slot_sets(products)
-    B = len(g.rho)
-    out = np.empty((B, len(products)))
-    step = max(1, _CHUNK_POINTS // (2 * n0 * n1 * n2))
-    for s in range(0, B, step):
-        sl = slice(s, s + step)
-        hb = h[sl]
-        x = [hb[:, j, None] * idx for j, idx in enumerate((I, J, Kk))]
-        w = [
-            np.ones_like(xj) if n == 1 else hb[:, j, None] * np.exp(-0.5 * xj * xj) / _SQRT_2PI
-            for j, (xj, n) in enumerate(zip(x, counts, strict=True))
-        ]
-        A0, A1 = g.A0[sl], g.A1[sl]
-        za = A0[:, 0, None, None] * x[0][:, :, None] + A1[:, 0, None, None] * x[1][:, None, :]
-        zb = A0[:, 1, None, None] * x[0][:, :, None] + A1[:, 1, None, None] * x[1][:, None, :]
-        Fa, Fb = _slot_values(act, za, ks[a]), _slot_values(act, zb, ks[b])
-        # z_d on the lattice q = s1 j + k of spacing dd (one of the two terms may be absent)
-        A1d, l22 = A1[:, 2], g.l22[sl]
-        s1 = np.where(A1d < 0, -1, 1)
-        dd = np.where(l22 > 0, l22 * hb[:, 2], np.abs(A1d) * hb[:, 1])
-        cj = ((A1d != 0) | (l22 == 0)).astype(int)
-        ck = (l22 > 0).astype(int)
-        Q = np.arange(-(m1 + m2), m1 + m2 + 1)
-        Fd = _slot_values(
-            act, A0[:, 2, None, None] * x[0][:, :, None] + dd[:, None, None] * Q, ks[d]
-        )
-        # m_c on the lattice p = ci i + sc k of spacing dc
-        rho, l32 = g.rho[sl], g.l32[sl]
-        dc = np.where(rho > 0, rho * hb[:, 0], np.abs(l32) * hb[:, 2])
-        ci = (rho > 0).astype(int)
-        sc = np.sign(l32).astype(int)
-        mc = dc[:, None] * np.arange(-(m0 + m2), m0 + m2 + 1)
-        Hc = {
-            k: v @ ww
-            for k, v in _slot_values(act, mc[..., None] + g.sig[sl, None, None] * xw, ks[c]).items()
-        }
-        rows = np.arange(hb.shape[0])[:, None, None]
-        p_idx = (
-            ci[:, None, None] * I[None, :, None] + sc[:, None, None] * Kk[None, None, :] + m0 + m2
-        )
-        generic = bool(np.all(cj == 1) and np.all(ck == 1))
-        if not generic:
-            q_idx = cj[:, None, None] * s1[:, None, None] * J + ck[:, None, None] * Kk[:, None]
-            q_idx = q_idx + m1 + m2  # (b, n2, n1)
-        W01 = w[0][:, :, None] * w[1][:, None, :]
-        for m, o in enumerate(products):
-            P = W01 * Fa[o[a]] * Fb[o[b]]  # (b, n0, n1)
-            if generic:  # T[b, i, k] = sum_j P[b, i, j] Fd[b, i, s1 j + k]: a sliding window
-                P = np.where(s1[:, None, None] < 0, P[:, :, ::-1], P)
-                T = np.einsum("bij,bikj->bik", P, sliding_window_view(Fd[o[d]], n1, axis=-1))
-            else:
-                Fdk = Fd[o[d]][rows[..., None], np.arange(n0)[None, :, None, None], q_idx[:, None]]
-                T = np.einsum("bij,bikj->bik", P, Fdk)
-            out[sl, m] = np.einsum("bik,bik,bk->b", T, Hc[o[c]][rows, p_idx], w[2])
-    return out
+    ks = _slot_sets(order)
+    x = [h[:, j, None] * idx for j, idx in enumerate((I, J, Kk))]
+    w = [  # a variable a covariance does not use has one node of weight 1, at 0
+        np.where(unused[:, j, None], idx == 0, h[:, j, None] * np.exp(-0.5 * xj * xj) / _SQRT_2PI)
+        for j, (xj, idx) in enumerate(zip(x, (I, J, Kk), strict=True))
+    ]
+    A0, A1 = g.A0, g.A1
+    za = A0[:, 0, None, None] * x[0][:, :, None] + A1[:, 0, None, None] * x[1][:, None, :]
+    zb = A0[:, 1, None, None] * x[0][:, :, None] + A1[:, 1, None, None] * x[1][:, None, :]
+    Fa, Fb = _slot_values(act, za, ks[0]), _slot_values(act, zb, ks[1])
+    # z_d on the lattice q = s1 j + k of spacing dd (one of the two terms may be absent)
+    A1d, l22 = A1[:, 2], g.l22
+    s1 = np.where(A1d < 0, -1, 1)
+    dd = np.where(l22 > 0, l22 * h[:, 2], np.abs(A1d) * h[:, 1])
+    cj = ((A1d != 0) | (l22 == 0)).astype(int)
+    ck = (l22 > 0).astype(int)
+    Q = np.arange(-(m1 + m2), m1 + m2 + 1)
+    Fd = _slot_values(act, A0[:, 2, None, None] * x[0][:, :, None] + dd[:, None, None] * Q, ks[2])
+    # m_c on the lattice p = ci i + sc k of spacing dc
+    rho, l32 = g.rho, g.l32
+    dc = np.where(rho > 0, rho * h[:, 0], np.abs(l32) * h[:, 2])
+    ci = (rho > 0).astype(int)
+    sc = np.sign(l32).astype(int)
+    mc = dc[:, None] * np.arange(-(m0 + m2), m0 + m2 + 1)
+    Fc = _slot_values(act, mc[..., None] + g.sig[:, None, None] * xw[:, None, :], ks[3])
+    Hc = {k: np.einsum("bpw,bw->bp", v, ww) for k, v in Fc.items()}
+    rows = np.arange(h.shape[0])[:, None, None]
+    p_idx = ci[:, None, None] * I[None, :, None] + sc[:, None, None] * Kk[None, None, :] + m0 + m2
+    generic = bool(np.all(cj == 1) and np.all(ck == 1))
+    if not generic:
+        q_idx = cj[:, None, None] * s1[:, None, None] * J + ck[:, None, None] * Kk[:, None]
+        q_idx = q_idx + m1 + m2  # (b, n2, n1)
+
+    def R(kd: Slot, kc: Slot) -> np.ndarray:  # sum_k f_d H w_2
+        G = Hc[kc][rows, p_idx] * w[2][:, None, :]  # (b, n0, n2)
+        if generic:  # R[b, i, j] = sum_k Fd[b, i, s1 j + k] G[b, i, k]: a sliding window
+            Rj = np.einsum("bijk,bik->bij", sliding_window_view(Fd[kd], n2, axis=-1), G)
+            return np.where(s1[:, None, None] < 0, Rj[:, :, ::-1], Rj)
+        Fdk = Fd[kd][rows[..., None], np.arange(n0)[None, :, None, None], q_idx[:, None]]
+        return np.einsum("bikj,bik->bij", Fdk, G)
+
+    return _contract(w[0][:, :, None] * w[1][:, None, :], Fa, Fb, R, order)
+
+
+def _contract(
+    W01: np.ndarray,
+    Fa: dict[Slot, np.ndarray],
+    Fb: dict[Slot, np.ndarray],
+    R: Callable[[Slot, Slot], np.ndarray],
+    order: Sequence[Product],
+) -> np.ndarray:
+    """``sum_ij W01 f_a f_b R(slot d, slot c)`` for every product, (b, len(order)): the
+    distinct outer factors and the distinct ``R`` (the expensive part, shared by the products
+    with the same slots ``d, c``) stacked, then one batched matrix product."""
+    outer = sorted({o[:2] for o in order})
+    inner = sorted({o[2:] for o in order})
+    b = W01.shape[0]
+    P = np.stack([W01 * Fa[ka] * Fb[kb] for ka, kb in outer], axis=1).reshape(b, len(outer), -1)
+    Rs = np.stack([R(kd, kc) for kd, kc in inner], axis=1).reshape(b, len(inner), -1)
+    M = P @ Rs.transpose(0, 2, 1)  # (b, outer, inner)
+    return M[:, [outer.index(o[:2]) for o in order], [inner.index(o[2:]) for o in order]]
 
 
 _SQRT_2PI = math.sqrt(2 * math.pi)

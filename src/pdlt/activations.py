@@ -81,6 +81,10 @@ class Activation:
         Degree ``p`` when sigma is positively homogeneous, ``sigma(lambda z) = lambda^p sigma(z)``
         for ``lambda > 0``: 1 for the scale-invariant family, 0 for step functions.  Gaussian
         expectations of such activations have exact closed forms in one and two dimensions.
+    jet : callable or None
+        ``jet(z, m)`` returns ``[sigma(z), sigma'(z), ..., sigma^{(m)}(z)]`` (``m <= 3``)
+        computed together, sharing their work (one ``tanh`` for all of tanh's); used by
+        :meth:`derivatives_at`.
     """
 
     name: str
@@ -93,6 +97,7 @@ class Activation:
     polynomial_degree: int | None = None
     analytic: Callable | None = field(default=None, repr=False)
     homogeneous: int | None = None
+    jet: Callable[[np.ndarray, int], list[np.ndarray]] | None = field(default=None, repr=False)
 
     def __call__(self, z: np.ndarray | float) -> np.ndarray:
         return self.sigma(np.asarray(z, dtype=np.float64))
@@ -121,6 +126,16 @@ class Activation:
                 "(it is a distribution, e.g. a delta function at the step)"
             )
         return fn(z)
+
+    def derivatives_at(self, z: np.ndarray | float, orders: Sequence[int]) -> dict[int, np.ndarray]:
+        """``{k: sigma^{(k)}(z)}`` for each ``k`` in ``orders`` (``0..3``), evaluated together
+        where the activation shares their work (:attr:`jet`), else one by one."""
+        z = np.asarray(z, dtype=np.float64)
+        ks = sorted(set(orders))
+        if self.jet is None or len(ks) < 2 or ks[0] < 0 or ks[-1] > 3:
+            return {k: self.derivative(z, k) for k in ks}
+        values = self.jet(z, ks[-1])
+        return {k: values[k] for k in ks}
 
     @property
     def smooth(self) -> bool:
@@ -518,6 +533,35 @@ def _logistic_derivs(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return s, d1, d1 * (1.0 - 2.0 * s), d1 * (1.0 - 6.0 * s + 6.0 * s * s)
 
 
+def _shifted(values: Sequence[np.ndarray], shift: float) -> list[np.ndarray]:
+    return [values[0] + shift, *values[1:]]
+
+
+def _sin_jet(z: np.ndarray, m: int) -> list[np.ndarray]:
+    s, c = np.sin(z), np.cos(z)
+    return [s, c, -s, -c][: m + 1]
+
+
+def _softplus_jet(z: np.ndarray, m: int, shift: float) -> list[np.ndarray]:
+    s, d1, d2, _ = _logistic_derivs(z)
+    return [_softplus_np(z) + shift, s, d1, d2][: m + 1]
+
+
+def _swish_jet(z: np.ndarray, m: int) -> list[np.ndarray]:
+    s, s1, s2, s3 = _logistic_derivs(z)
+    return [z * s, s + z * s1, 2.0 * s1 + z * s2, 3.0 * s2 + z * s3][: m + 1]
+
+
+def _gelu_jet(z: np.ndarray, m: int) -> list[np.ndarray]:
+    Phi, phi = 0.5 * special.erfc(-z / _SQRT2), _phi(z)
+    return [z * Phi, Phi + z * phi, phi * (2.0 - z * z), z * phi * (z * z - 4.0)][: m + 1]
+
+
+def _erf_jet(z: np.ndarray, m: int) -> list[np.ndarray]:
+    e = 2.0 / math.sqrt(math.pi) * np.exp(-z * z)
+    return [special.erf(z), e, -2.0 * z * e, (4.0 * z * z - 2.0) * e][: m + 1]
+
+
 def _scale_invariant(a_plus: float, a_minus: float, name: str) -> Activation:
     ap, am = float(a_plus), float(a_minus)
     if not (math.isfinite(ap) and math.isfinite(am)):
@@ -595,8 +639,13 @@ def _tanh() -> Activation:
         t = np.tanh(z)
         return (1.0 - t * t) * (6.0 * t * t - 2.0)
 
+    def jet(z: np.ndarray, m: int) -> list[np.ndarray]:
+        t = np.tanh(z)
+        s = 1.0 - t * t
+        return [t, s, -2.0 * t * s, s * (6.0 * t * t - 2.0)][: m + 1]
+
     return Activation(
-        "tanh", np.tanh, (d1, d2, d3), torch.tanh, scale=math.pi / 2, analytic=np.tanh
+        "tanh", np.tanh, (d1, d2, d3), torch.tanh, scale=math.pi / 2, analytic=np.tanh, jet=jet
     )
 
 
@@ -612,6 +661,7 @@ def _sigmoid() -> Activation:
         torch.sigmoid,
         scale=math.pi,
         analytic=_logistic_complex,
+        jet=lambda z, m: list(_logistic_derivs(z))[: m + 1],
     )
 
 
@@ -628,6 +678,7 @@ def _shifted_sigmoid() -> Activation:
         lambda z: torch.sigmoid(z) - 0.5,
         scale=math.pi,
         analytic=lambda z: _logistic_complex(z) - 0.5,
+        jet=lambda z, m: _shifted(_logistic_derivs(z), -0.5)[: m + 1],
     )
 
 
@@ -639,6 +690,7 @@ def _sin() -> Activation:
         torch.sin,
         scale=2.0,
         analytic=np.sin,
+        jet=_sin_jet,
     )
 
 
@@ -671,6 +723,7 @@ def _softplus() -> Activation:
         _softplus_torch,
         scale=math.pi,
         analytic=_softplus_complex,
+        jet=lambda z, m: _softplus_jet(z, m, 0.0),
     )
 
 
@@ -687,6 +740,7 @@ def _shifted_softplus() -> Activation:
         lambda z: _softplus_torch(z) - log2,
         scale=math.pi,
         analytic=lambda z: _softplus_complex(z) - log2,
+        jet=lambda z, m: _softplus_jet(z, m, -log2),
     )
 
 
@@ -710,6 +764,7 @@ def _swish() -> Activation:
         lambda z: z * torch.sigmoid(z),
         scale=math.pi,
         analytic=lambda z: z * _logistic_complex(z),
+        jet=_swish_jet,
     )
 
 
@@ -725,6 +780,7 @@ def _gelu() -> Activation:
         lambda z: 0.5 * z * (1.0 + torch.erf(z / _SQRT2)),
         scale=2.0,
         analytic=lambda z: 0.5 * z * special.erfc(-z / _SQRT2),
+        jet=_gelu_jet,
     )
 
 
@@ -741,6 +797,7 @@ def _erf() -> Activation:
         torch.erf,
         scale=1.5,
         analytic=special.erf,
+        jet=_erf_jet,
     )
 
 

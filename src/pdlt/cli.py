@@ -664,7 +664,7 @@ def _ensemble_summary(result: Any) -> dict[str, Any]:
     }
 
 
-_SLOW_INTEGRALS = 500  # four-dimensional integrals: about a second each on one core
+_SLOW_INTEGRALS = 10_000  # four-dimensional integrals (all the patterns of R..U): ~5 ms each
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -770,7 +770,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     print(  # before the long work, so the user can stop it
                         f"pdlt: warning: the 1/n correction needs {n4:,} four-dimensional "
                         f"Gaussian integrals ({x_all.shape[0]} inputs, every 4 of them at each "
-                        "of the depth-1 layer steps): this can take hours; use fewer points "
+                        "of the depth-1 layer steps): this can take minutes; use fewer points "
                         "(--train/--test) for a quick answer",
                         file=sys.stderr,
                         flush=True,
