@@ -152,7 +152,14 @@ def render(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     )
-    zero = sorted({f for r in rows for g in r["groups"].values() for f in g["theory_zero"]})
+    zero = sorted(
+        {
+            f"{r['activation']}'s {f}"
+            for r in rows
+            for g in r["groups"].values()
+            for f in g["theory_zero"]
+        }
+    )
     zero_note = (
         f"  {', '.join(zero)}: the theory predicts exactly 0 at this depth (so there is no "
         "relative precision to reach; the ensembles measure it consistent with 0 and their "

@@ -2,7 +2,8 @@
 
 For N inputs and a depth-L network this times ``pdlt.flow(..., fields=P,Q,R,S,T,U)`` (which
 also computes what they need: K, Theta, B, F) at every layer, with the Gaussian engine's
-accuracy (about 1e-10 relative in one and two dimensions, 1e-8..1e-10 in three and four), and
+accuracy (for smooth activations in two to four dimensions rotated sequential conditioning,
+~1e-13; the general rule it replaced took 548 s of one core here at N = 8, depth 20), and
 splits the time into the four-point Gaussian expectations (``four_point_moments``, one shared
 integration per layer) and the rest.  Wall time and the process's CPU time are both recorded:
 run single-threaded (OMP_NUM_THREADS=1), the CPU time is what the work costs on one idle core
