@@ -220,15 +220,15 @@ class _Rules:
 # --------------------------------------------------------------------------------------------
 
 
-def _cholesky(K: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of (B, 4, 4) covariances, dropping only pivots at rounding level
-    (4 eps of the variance): inputs 1e-6 apart keep their own direction, whose coefficients
-    on the other samples are O(1) (Cholesky is backward stable, so this costs no accuracy)."""
+def cholesky(K: np.ndarray, pivot_tol: float) -> np.ndarray:
+    """Rank-revealing lower Cholesky factor ``L``, ``K = L L^T``, of (B, d, d) covariances:
+    a pivot below ``pivot_tol`` of its variance marks a component that is a linear combination
+    of the earlier ones, and its column is zero."""
     B, d, _ = K.shape
     L = np.zeros_like(K)
     for k in range(d):
         piv = K[:, k, k] - np.sum(L[:, k, :k] ** 2, axis=1)
-        lkk = np.sqrt(np.where(piv <= 4 * np.finfo(float).eps * K[:, k, k], 0.0, piv))
+        lkk = np.sqrt(np.where(piv <= pivot_tol * np.maximum(K[:, k, k], 1e-300), 0.0, piv))
         L[:, k, k] = lkk
         safe = np.where(lkk > 0, lkk, 1.0)
         for i in range(k + 1, d):
@@ -255,7 +255,10 @@ class _Geometry:
     def of(cls, K: np.ndarray, c: int, d: int) -> _Geometry:
         a, b = [s for s in range(4) if s not in (c, d)]
         perm = (a, b, d, c)
-        L = _cholesky(K[:, perm][:, :, perm])
+        # only pivots at rounding level are dropped: inputs 1e-6 apart keep their own
+        # direction, on which the other samples have O(1) coefficients (Cholesky is backward
+        # stable, so keeping it costs no accuracy)
+        L = cholesky(K[:, perm][:, :, perm], 4 * np.finfo(float).eps)
         rho = np.hypot(L[:, 3, 0], L[:, 3, 1])
         safe = np.where(rho > 0, rho, 1.0)
         cs = np.where(rho > 0, L[:, 3, 0] / safe, 1.0)

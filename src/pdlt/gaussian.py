@@ -138,18 +138,7 @@ def _factor(K: np.ndarray) -> np.ndarray:
     A pivot that vanishes (relative to its variance, below 1e-13) marks a component that is a
     linear combination of the earlier ones; its column is zero.
     """
-    B, d, _ = K.shape
-    L = np.zeros_like(K)
-    for k in range(d):
-        piv = K[:, k, k] - np.sum(L[:, k, :k] ** 2, axis=1)
-        tiny = piv <= 1e-13 * np.maximum(K[:, k, k], 1e-300)
-        lkk = np.sqrt(np.where(tiny, 0.0, piv))
-        L[:, k, k] = lkk
-        safe = np.where(lkk > 0, lkk, 1.0)
-        for i in range(k + 1, d):
-            off = K[:, i, k] - np.sum(L[:, i, :k] * L[:, k, :k], axis=1)
-            L[:, i, k] = np.where(lkk > 0, off / safe, 0.0)
-    return L
+    return _gaussian_four.cholesky(K, 1e-13)
 
 
 # --------------------------------------------------------------------------------------------
