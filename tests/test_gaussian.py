@@ -822,6 +822,15 @@ def test_conditioning_same_product_twice():
     assert got[0] == got[1] and abs(got[0] - _mp_tanh2(1.0)) <= 1e-13
 
 
+@pytest.mark.parametrize(("name", "d"), [("tanh", 2), ("tanh", 4), ("relu", 3), ("gelu", 1)])
+def test_moments_of_an_empty_batch(name, d):
+    # no covariances: an empty result of the right shape (this raised before)
+    products = [[(a, 0) for a in range(d)], [(0, 1)] * 2]
+    assert moments(activation(name), np.zeros((0, d, d)), products).shape == (0, 2)
+    value, err = moments(activation(name), np.zeros((0, d, d)), products, error=True)
+    assert value.shape == err.shape == (0, 2)
+
+
 def test_four_point_conditioning_user_callable():
     # a torch callable A sin(z + phi) = sin z + cos(z) / 2, differentiated by autograd;
     # expected: the closed form; target 1e-12 of the norms

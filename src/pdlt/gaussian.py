@@ -643,7 +643,9 @@ def moments(
     Kb, batch = _as_covariances(K)
     d = Kb.shape[-1]
     _check_products(act, products, d)
-    if act.homogeneous is not None and d <= 2 and act.polynomial_degree is None:
+    if Kb.shape[0] == 0:  # an empty batch of covariances
+        value = err = np.empty((0, len(products)))
+    elif act.homogeneous is not None and d <= 2 and act.polynomial_degree is None:
         value = _polar(act, Kb, products)
         err = np.zeros_like(value)
     elif act.polynomial_degree is not None:
