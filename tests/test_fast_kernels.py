@@ -347,7 +347,7 @@ def test_flow_uses_depth_blocked_relu_path_and_falls_back_at_zero_variance(path)
 @pytest.mark.parametrize("name", ["tanh", "gelu"])
 def test_many_samples_series_with_interpolated_coefficients(name):
     """N = 300 samples with norms within a factor 1.6: the per-sample Hermite coefficients
-    are interpolated from 33 Chebyshev points in ``s`` (their error estimate is accepted) and
+    are interpolated from Chebyshev series in ``s`` on 1/8-octave panels (their error estimate is accepted) and
     the series is summed on several row blocks and threads.  Against the 2-D quadrature on a
     subset of samples (duplicate, nearly collinear and antiparallel pairs included), within
     the fast path's 1e-8 of the kernel scale; and the interpolated coefficients against the
@@ -361,7 +361,7 @@ def test_many_samples_series_with_interpolated_coefficients(name):
     std = np.sqrt(np.diag(K))
     orders = [(0, 0), (1, 1)]
     *_, estimate = gaussian_module._hermite_interpolated(act, std, orders, 64)
-    assert estimate <= gaussian_module._COEF_INTERP_TOL  # the interpolation is the one used
+    assert max(estimate.values()) <= gaussian_module._COEF_INTERP_TOL  # interpolation is used
     coef, tail, diag = gaussian_module._hermite_coefficients(act, std, orders, 64)
     c_d, e_d, d_d = gaussian_module._hermite_direct(act, std, orders, 64, float(np.max(std)))
     for k in (0, 1):
@@ -550,19 +550,20 @@ def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(
 
 
 @pytest.mark.parametrize("name", ["tanh", "gelu"])
-def test_octave_tables_interpolate_the_hermite_coefficients(name):
-    """Standard deviations over four octaves (0.3..2.5): each octave's 33-point table is
-    computed once and kept (a second call only interpolates), and the interpolated
-    coefficients, energies and 1-D moments agree with the per-sample quadrature to 1e-12 of
-    the energy."""
+def test_panel_tables_interpolate_the_hermite_coefficients(name):
+    """Standard deviations over four octaves (0.3..2.5): each 1/8-octave panel's table is
+    computed once per order and kept (a second call only interpolates), and the interpolated
+    coefficients, energies and 1-D moments (the mixed one too) agree with the per-sample
+    quadrature to 1e-12 of the energy."""
     act = activation(name)
     std = np.sort(np.random.default_rng(4).uniform(0.3, 2.5, size=200))
-    orders = [(0, 0), (1, 1)]
+    orders = [(0, 0), (1, 1), (0, 1)]
     coef, energy, diag, estimate = gaussian_module._hermite_interpolated(act, std, orders, 64)
-    assert estimate <= gaussian_module._COEF_INTERP_TOL
-    hits = gaussian_module._hermite_octave.cache_info().hits
+    assert max(estimate.values()) <= gaussian_module._COEF_INTERP_TOL
+    hits = gaussian_module._hermite_panel.cache_info().hits
     gaussian_module._hermite_interpolated(act, std[::-1], orders, 64)
-    assert gaussian_module._hermite_octave.cache_info().hits == hits + 4  # octaves -2..1
+    panels = np.unique(np.floor(8 * np.log2(std)))  # [2^(g/8), 2^((g+1)/8)] per panel g
+    assert gaussian_module._hermite_panel.cache_info().hits == hits + 2 * len(panels)
     c_d, e_d, d_d = gaussian_module._hermite_direct(act, std, orders, 64, float(np.max(std)))
     for k in (0, 1):
         root = np.sqrt(e_d[k])
@@ -659,7 +660,9 @@ def test_layers_are_checked_and_kept_by_results(tmp_path):
 @pytest.mark.parametrize(
     ("name", "parity"), [("tanh", (1, 0)), ("gelu", (-1, -1)), ("odd", (1, 0))]
 )
-def test_fused_mehler_flow_sums_one_parity_for_odd_activations(monkeypatch, name, parity):
+def test_fused_mehler_flow_sums_one_parity_for_odd_activations(
+    monkeypatch, request, name, parity
+):
     """An odd activation (tanh; a user callable ``sin z``) has only odd orders in
     ``sigma``'s series and even ones in ``sigma'``'s (the other parity's energy is below
     1e-13 of the total at every sample): the flow sums those alone, in ``rho^2``, and agrees
@@ -678,16 +681,23 @@ def test_fused_mehler_flow_sums_one_parity_for_odd_activations(monkeypatch, name
         seen.append(self.parity.copy())
         return real(self, *args)
 
+    def fresh_tables() -> None:  # the panels are kept with their parities: start afresh
+        gaussian_module._hermite_panel.cache_clear()
+        gaussian_module._hermite_table.cache_clear()
+
+    request.addfinalizer(fresh_tables)
     monkeypatch.setattr(kernel_module._MehlerTables, "run", recording)
     K, T = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
     assert all((seen[0][k] == parity[k]).all() for k in (0, 1))
-    monkeypatch.setattr(kernel_module, "_PARITY_TOL", 0.0)  # no parity: every order summed
+    monkeypatch.setattr(gaussian_module, "_PARITY_TOL", 0.0)  # no parity: every order summed
+    fresh_tables()
     K0, T0 = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
     assert (seen[-1] == -1).all()
     for F, R in ((K, K0), (T, T0)):
         np.testing.assert_allclose(F, R, rtol=0, atol=1e-12 * np.max(np.abs(R)))
     if name == "gelu":
-        monkeypatch.setattr(kernel_module, "_PARITY_TOL", 1e100)  # both "quiet": odd forced
+        monkeypatch.setattr(gaussian_module, "_PARITY_TOL", 1e100)  # both "quiet": even forced
+        fresh_tables()
         Kf, _ = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
-        assert (seen[-1][0] == 1).all()
+        assert (seen[-1][0] == 0).all()
         assert np.max(np.abs(Kf - K0)) > 1e-3 * np.max(np.abs(K0))

@@ -540,3 +540,181 @@ def mehler_rows(
             if slot[ell] >= 0:
                 _mirror(K, T, kS, tS, slot[ell], tile, ntk)
     return failed
+
+
+@njit(inline="always", error_model="numpy")
+def _panel_slot(s: float, g0: int, nodes: np.ndarray, per: float, T: np.ndarray) -> int:
+    """The slot of ``s``'s panel ``g = floor(t)``, ``t = per log2 s``, in a panel table (slot
+    ``g - g0``; the last slot for ``s = 0``), with ``T_p(x)``, ``x = 2 (t - g) - 1``, of its
+    Chebyshev series into ``T``; -1 when that panel is not loaded."""
+    G = nodes.shape[0] - 1
+    if s == 0.0:
+        T[0] = 1.0
+        return G
+    t = per * math.log2(s)
+    g = math.floor(t)
+    slot = int(g) - g0
+    if slot < 0 or slot >= G or nodes[slot] == 0:
+        return -1
+    x = 2.0 * (t - g) - 1.0
+    T[0], T[1] = 1.0, x
+    for p in range(2, nodes[slot]):
+        T[p] = 2.0 * x * T[p - 1] - T[p - 2]
+    return slot
+
+
+@njit(inline="always", error_model="numpy")
+def _panel_value(A: np.ndarray, slot: int, n: int, T: np.ndarray, col: int) -> float:
+    """``sum_p T_p A[slot, col, p]``, the quantity in column ``col`` at ``s``."""
+    v = 0.0
+    for p in range(n):
+        v += T[p] * A[slot, col, p]
+    return v
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def hermite_diagonal(
+    var: np.ndarray,
+    A: np.ndarray,
+    nodes: np.ndarray,
+    g0: int,
+    per: float,
+    col_d: np.ndarray,
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    g2: np.ndarray,
+    d: np.ndarray,
+    j0: int,
+    smax: float,
+    missing: np.ndarray,
+) -> int:
+    """The diagonal of :func:`pdlt.theory.kernel.mehler_flow` through the depth: for layers
+    ``j = j0..J-1`` (``J = d.shape[1]``), the 1-D moments ``d[q, j, a]`` of the keys at
+    columns ``col_d`` (``<sigma^2>``, ``<sigma'^2>``) at ``s = sqrt(var[j, a])`` from a panel
+    table (:class:`pdlt.gaussian._HermiteTable`: Chebyshev coefficients ``A`` (G + 1, Q, P),
+    ``nodes`` (G + 1,) per slot, 0 where not loaded), then ``var[j + 1] = C_W d_00 + C_b +
+    gamma^2 var[j]`` (the order of the kernel's own arithmetic).
+
+    Returns -1 when done; ``j`` when some panel of layer ``j`` is not loaded (their indices
+    into ``missing``, -2**62 after the last; nothing of layer ``j`` written); ``-2 - j`` when
+    some ``s`` at layer ``j`` is above ``smax`` or not finite."""
+    J, N = d.shape[1], var.shape[1]
+    T = np.empty(A.shape[2])
+    for j in range(j0, J):
+        lost = 0
+        for a in range(N):
+            s = math.sqrt(var[j, a])
+            if not s <= smax:
+                return -2 - j
+            slot = _panel_slot(s, g0, nodes, per, T)
+            if slot < 0:
+                missing[lost] = math.floor(per * math.log2(s))
+                lost += 1
+                continue
+            for q in range(col_d.shape[0]):
+                d[q, j, a] = _panel_value(A, slot, nodes[slot], T, col_d[q])
+        if lost:
+            missing[lost] = -(2**62)
+            return j
+        for a in range(N):
+            var[j + 1, a] = C_W[j + 1] * d[0, j, a] + C_b[j + 1] + g2[j + 1] * var[j, a]
+    return -1
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def hermite_tables(
+    var: np.ndarray,
+    A: np.ndarray,
+    nodes: np.ndarray,
+    g0: int,
+    per: float,
+    err: np.ndarray,
+    par: np.ndarray,
+    col_c: np.ndarray,
+    col_E: np.ndarray,
+    col_T: np.ndarray,
+    ladder: np.ndarray,
+    start: int,
+    tol: float,
+    K: int,
+    c: np.ndarray,
+    tau: np.ndarray,
+    rungs: np.ndarray,
+    parity: np.ndarray,
+    j0: int,
+    missing: np.ndarray,
+) -> int:
+    """The per-layer inputs of :func:`mehler_rows` for layers ``j >= j0`` from a panel table
+    (as :func:`hermite_diagonal`; ``err`` (G + 1,) its error estimates, ``par`` (G + 1, 2) the
+    parities of the orders' coefficients) for the first ``K`` orders (1: ``sigma``; 2: and
+    ``sigma'``; the table has both, so ``sigma``'s are the same either way), the layers with
+    ``start`` rungs so far only (0: all, the first fill; else those whose coefficients reached
+    the last of ``start`` rungs, which gain the rungs above).
+
+    Per layer: the normalized tails ``tau[k, j, i, a] = sqrt(T_m / E)`` at the new rungs
+    ``m = ladder[i]``, widened by ``(1e-16 + 10 err) E`` (so the bound stays one);
+    ``rungs[j]``, the first rung whose tail bound ``tau_m(a) tau_m(b) |rho|^(m + 1)`` is below
+    ``tol`` for every pair whatever ``rho`` (``max_a tau_m(a)^2 <= tol``), else all; the
+    parity of each series (0 or 1 where every sample's panel has it or has no coefficients,
+    else -1; a layer filled before keeps its own only where the new one agrees); and the
+    coefficients ``c[k, j, n, a]`` for ``n`` from above the old top to the new one (those of
+    the other parity left 0).
+
+    Returns -1 when done; else the number of samples of the first layer whose panel is not
+    loaded (the panels' indices into ``missing``, shape (N,) at least; nothing written)."""
+    J, N = rungs.shape[0], var.shape[1]
+    P, R = A.shape[2], ladder.shape[0]
+    lost, Tb = 0, np.empty((N, P))
+    for j in range(j0, J):
+        for a in range(N):
+            s = math.sqrt(var[j, a])
+            if _panel_slot(s, g0, nodes, per, Tb[0]) < 0:
+                missing[lost] = math.floor(per * math.log2(s))
+                lost += 1
+        if lost:
+            return lost
+    slots = np.empty(N, dtype=np.int64)
+    worst = np.empty((K, R))
+    acc = np.empty(c.shape[2])
+    n0 = ladder[start - 1] + 1 if start else 0
+    for j in range(j0, J):
+        if rungs[j] != start:
+            continue
+        for a in range(N):
+            slots[a] = _panel_slot(math.sqrt(var[j, a]), g0, nodes, per, Tb[a])
+        worst[:] = 0.0
+        for k in range(K):
+            for a in range(N):
+                slot, n = slots[a], nodes[slots[a]]
+                E = _panel_value(A, slot, n, Tb[a], col_E[k])
+                for i in range(start, R):
+                    t = _panel_value(A, slot, n, Tb[a], col_T[k] + i)
+                    t = max(t, 0.0) + (1e-16 + 10.0 * err[slot]) * E
+                    q = t / E if E > 0 else 0.0
+                    tau[k, j, i, a] = math.sqrt(q)
+                    worst[k, i] = max(worst[k, i], q)
+        top = R
+        for i in range(start, R):
+            ok = True
+            for k in range(K):
+                ok = ok and worst[k, i] <= tol
+            if ok:
+                top = i + 1
+                break
+        rungs[j] = top
+        for k in range(K):
+            p = 2  # no sample seen with coefficients
+            for a in range(N):
+                q = par[slots[a], k]
+                p = q if p == 2 else (p if q == p or q == 2 else -1)
+            p = 0 if p == 2 else p
+            parity[k, j] = p if (start == 0 or parity[k, j] == p) else -1
+            step = 1 if parity[k, j] < 0 else 2
+            first = n0 if step == 1 else n0 + (n0 - parity[k, j]) % 2
+            for a in range(N):
+                slot, m = slots[a], nodes[slots[a]]
+                for n in range(first, ladder[top - 1] + 1, step):
+                    acc[n] = _panel_value(A, slot, m, Tb[a], col_c[k] + n)
+                for n in range(first, ladder[top - 1] + 1, step):
+                    c[k, j, n, a] = acc[n]
+    return -1

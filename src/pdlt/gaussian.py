@@ -1150,7 +1150,8 @@ _SERIES_PAIRS_PER_CHUNK = 16_384
 _SERIES_BLOCK_ENTRIES = 65_536
 _THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 _SERIES_BLOCK_SHARE = 0.99
-_COEF_NODES = 33  # Chebyshev points in s at which the coefficients are computed
+_COEF_PANELS = 8  # panels per octave of s on which the coefficients are interpolated
+_COEF_NODES = 12  # Chebyshev points per panel (doubled while the error estimate is too large)
 _COEF_INTERP_MIN = 48  # samples from which interpolating in s beats evaluating at each
 _COEF_INTERP_TOL = 1e-12  # largest accepted error estimate, relative to the energy
 
@@ -1495,132 +1496,269 @@ def _hermite_direct(
     keys: Sequence[tuple[int, int]],
     M: int,
     smax: float,
-    moments_only: bool = False,
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray]]:
     """Coefficients ``c_n``, energies ``<sigma^{(k)}(s u)^2>`` and the 1-D moments of ``keys``
     at each ``s`` in ``std`` by the quadrature of :func:`_hermite_coefficients` (panels from
-    ``smax``); shapes (n, M + 1), (n,), (n,) (the first two empty if ``moments_only``)."""
+    ``smax``); shapes (n, M + 1), (n,), (n,)."""
     panel = min(1.0, act.scale / smax, 16.0 / math.sqrt(4 * M + 2))
     # a power of two (cached grids), allowed 1% over the bound: M = 64 (bound 0.996) gets 1
     u, w, psi = _hermite_functions(M, 2.0 ** math.floor(math.log2(panel) + 0.015))
     weight = w * psi[0] ** 2  # Gauss-Legendre weights times phi(u)
     f = act.derivatives_at(std[:, None] * u, [k for ij in keys for k in ij])
     diag = {(i, j): (f[i] * f[j]) @ weight for i, j in keys}
-    if moments_only:
-        return {}, {}, diag
     coef = {k: (fk * (w * psi[0])) @ psi.T for k, fk in f.items()}
     energy = {k: (fk * fk) @ weight for k, fk in f.items()}
     return coef, energy, diag
 
 
-def _chebyshev_weights(nodes: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Barycentric interpolation matrix, shape (len(x), len(nodes)), for Chebyshev points of
-    the second kind ``nodes`` (weights ``(-1)^j``, halved at the ends); exact at the nodes."""
-    w = (-1.0) ** np.arange(len(nodes))
-    w[0] *= 0.5
-    w[-1] *= 0.5
-    d = x[:, None] - nodes[None, :]
-    hit = d == 0
-    d[hit] = 1.0
-    W = w / d
-    W /= W.sum(axis=1, keepdims=True)
-    rows = np.nonzero(hit.any(axis=1))[0]
-    W[rows] = hit[rows]
-    return W
+_PARITY_TOL = 1e-13  # relative size of a series' orders of the other parity that may be dropped
+
+
+@dataclass(frozen=True)
+class _PanelLayout:
+    """The columns of an order's panel table (:func:`_hermite_panel`) to ``M``: the
+    coefficients ``c_0..c_M`` (from ``coef``), the energy ``<sigma^{(k)2}>`` (at ``energy``),
+    then the tails ``T_m`` at the rungs ``m`` of ``ladder`` (from ``tails``); ``width`` in all.
+    """
+
+    M: int
+    ladder: tuple[int, ...]
+
+    @classmethod
+    def of(cls, M: int) -> _PanelLayout:
+        return cls(M, tuple(m for m in _SERIES_LADDER if m <= M))
+
+    coef = 0
+
+    @property
+    def energy(self) -> int:
+        return self.M + 1
+
+    @property
+    def tails(self) -> int:
+        return self.M + 2
+
+    @property
+    def width(self) -> int:
+        return self.M + 2 + len(self.ladder)
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """The Chebyshev series in ``log s`` of a panel's quantities: coefficients ``A`` (P, Q) in
+    ``x = 2 t - 1``, ``t = 8 log2(s) - g`` in ``[0, 1)`` (:func:`panel_of`), the error estimate
+    ``err`` relative to the energy, and the ``parity`` of the coefficients at every node (0 or
+    1: only even or only odd orders above ``_PARITY_TOL``; -1: both)."""
+
+    A: np.ndarray
+    err: float
+    parity: int
+
+
+def panel_of(std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The panel ``g`` of each ``s`` in ``std`` (all positive and finite) and where it lies in
+    it, ``x = 2 t - 1`` with ``t = 8 log2(s) - g`` (``_COEF_PANELS`` panels per octave, equal in
+    ``log s``: panel ``g`` is ``[2^(g/8), 2^((g+1)/8)]``); shapes as ``std``."""
+    t = _COEF_PANELS * np.log2(std)
+    g = np.floor(t)
+    return g.astype(np.int64), 2.0 * (t - g) - 1.0
+
+
+def _chebyshev_series(
+    g: int, values: Callable[[np.ndarray], np.ndarray], scale: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, float]:
+    """The Chebyshev series (P, Q) on panel ``g`` of the quantities ``values(s)`` (P, Q) at
+    Chebyshev points in ``log s``, from ``_COEF_NODES`` points, doubled (to 4 times) while the
+    error estimate is above ``_COEF_INTERP_TOL``; and that estimate: ten times the largest of
+    the last four Chebyshev coefficients of every quantity relative to ``scale(values)`` (Q,).
+    The quantities are analytic in ``s`` on ``Re s > 0`` and a panel spans 1/8 octave, so
+    their series decay fast and the interpolation error is of the size of the last
+    coefficients (measured: 1e-14 where the estimate says 4e-13)."""
+    for P in (_COEF_NODES, 2 * _COEF_NODES, 4 * _COEF_NODES):
+        angle = np.pi * np.arange(P) / (P - 1)
+        v = values(2.0 ** ((g + 0.5 + 0.5 * np.cos(angle)) / _COEF_PANELS))
+        half = np.ones(P)
+        half[[0, -1]] = 0.5
+        A = (2.0 / (P - 1)) * (np.cos(np.outer(np.arange(P), angle)) * half) @ v
+        A[[0, -1]] *= 0.5  # the DCT-I: Chebyshev coefficients of the interpolant
+        err = 10.0 * float(np.max(np.abs(A[-4:]) / scale(v)))
+        if err <= _COEF_INTERP_TOL:
+            break
+    return A, err
+
+
+@lru_cache(maxsize=2048)
+def _hermite_panel(act: Activation, k: int, M: int, g: int) -> _Panel:
+    """The coefficients to ``M``, the energy and the tails at the rungs (:class:`_PanelLayout`)
+    of ``sigma^{(k)}(s u)`` on panel ``g`` of ``s`` as Chebyshev series in ``log s``
+    (:func:`_chebyshev_series`; quadrature by :func:`_hermite_direct`, its panels from the
+    upper end of ``g``), each order on its own, so its values do not depend on which other
+    orders are asked for.  Callers must not modify ``A`` (it is cached)."""
+    lay = _PanelLayout.of(M)
+    hi = 2.0 ** ((g + 1) / _COEF_PANELS)
+    last: list[np.ndarray] = []
+
+    def values(s: np.ndarray) -> np.ndarray:
+        c, e, _ = _hermite_direct(act, s, [(k, k)], M, hi)
+        head = np.cumsum(c[k] * c[k], axis=1)[:, list(lay.ladder)]
+        last[:] = [c[k], e[k]]
+        return np.concatenate([c[k], e[k][:, None], e[k][:, None] - head], axis=1)
+
+    def scale(v: np.ndarray) -> np.ndarray:
+        E = max(float(np.min(v[:, lay.energy])), 1e-300)  # the smallest energy: conservative
+        out = np.full(lay.width, E)
+        out[: lay.energy] = math.sqrt(E)
+        return out
+
+    A, err = _chebyshev_series(g, values, scale)
+    c, e = last
+    quiet = [np.all(np.sum(c[:, 1 - p :: 2] ** 2, axis=1) <= _PARITY_TOL**2 * e) for p in (0, 1)]
+    return _Panel(A, err, 0 if quiet[0] else (1 if quiet[1] else -1))
+
+
+@lru_cache(maxsize=2048)
+def _moment_panel(act: Activation, key: tuple[int, int], M: int, g: int) -> _Panel:
+    """The 1-D moment ``<sigma^{(i)} sigma^{(j)}>`` (``key = (i, j)``, ``i != j``; for ``i = j``
+    it is the energy of :func:`_hermite_panel`) on panel ``g`` as a Chebyshev series in
+    ``log s``, relative to ``sqrt(<sigma^{(i)2}> <sigma^{(j)2}>)`` (parity -1)."""
+    hi = 2.0 ** ((g + 1) / _COEF_PANELS)
+    scales: list[float] = []
+
+    def values(s: np.ndarray) -> np.ndarray:
+        _, e, d = _hermite_direct(act, s, [key], M, hi)
+        scales[:] = [max(float(np.min(np.sqrt(e[key[0]] * e[key[1]]))), 1e-300)]
+        return d[key][:, None]
+
+    A, err = _chebyshev_series(g, values, lambda v: np.full(1, scales[0]))
+    return _Panel(A, err, -1)
+
+
+class _HermiteTable:
+    """The panels (:func:`_hermite_panel`) of ``sigma`` and ``sigma'`` to ``M`` side by side for
+    the compiled kernels, loaded as they are needed: Chebyshev coefficients ``A`` (G + 1, 2 Q,
+    P), order ``k``'s quantities in columns ``k Q + ...`` (:class:`_PanelLayout`), of panels
+    ``g0..g0 + G - 1`` in slots ``0..G-1`` (zero-padded to the largest ``P``) and in the last
+    slot the constant values at ``s = 0``; per slot the number of ``nodes`` (0: not loaded),
+    the error estimate ``err`` (the larger of the two orders') and the ``parity`` (G + 1, 2),
+    as :class:`_Panel`'s (2 at ``s = 0`` where ``sigma^{(k)}(0) = 0``: no coefficient at all).
+    Kept per activation (:func:`_hermite_table`), so later flows only interpolate."""
+
+    def __init__(self, act: Activation, M: int) -> None:
+        self.act, self.M = act, M
+        self.layout = lay = _PanelLayout.of(M)
+        self.g0 = 0
+        self.A = np.zeros((1, 2 * lay.width, _COEF_NODES))
+        self.nodes = np.ones(1, dtype=np.int64)
+        self.err = np.zeros(1)
+        at0 = act.derivatives_at(np.zeros(1), [0, 1])
+        for k in (0, 1):  # sigma^{(k)}(0): c_0 alone, no tail
+            self.A[0, k * lay.width + lay.coef, 0] = at0[k][0]
+            self.A[0, k * lay.width + lay.energy, 0] = at0[k][0] ** 2
+        # c_n = 0 for n > 0: even, or no coefficient at all (2: either parity) where c_0 = 0
+        self.parity = np.array([[0 if at0[k][0] else 2 for k in (0, 1)]], dtype=np.int64)
+
+    def load(self, panels: np.ndarray) -> bool:
+        """Compute the ``panels`` not loaded yet (growing the arrays to cover them); False
+        when one's error estimate stays above ``_COEF_INTERP_TOL``."""
+        g = np.unique(panels)
+        new = [[_hermite_panel(self.act, k, self.M, int(gi)) for k in (0, 1)] for gi in g]
+        if any(p.err > _COEF_INTERP_TOL for pair in new for p in pair):
+            return False
+        G, Q = len(self.nodes) - 1, self.layout.width
+        lo = min(int(g[0]), self.g0) if G else int(g[0])
+        hi = max(int(g[-1]) + 1, self.g0 + G) if G else int(g[-1]) + 1
+        P = max([self.A.shape[2]] + [len(p.A) for pair in new for p in pair])
+        A = np.zeros((hi - lo + 1, 2 * Q, P))
+        nodes, err = np.zeros(hi - lo + 1, dtype=np.int64), np.zeros(hi - lo + 1)
+        parity = np.zeros((hi - lo + 1, 2), dtype=np.int64)
+        # the panels loaded before, and the zero-variance slot, keep their values
+        keep = np.r_[np.arange(self.g0 - lo, self.g0 - lo + G), hi - lo]
+        A[keep, :, : self.A.shape[2]] = self.A
+        nodes[keep], err[keep], parity[keep] = self.nodes, self.err, self.parity
+        for gi, pair in zip(g, new, strict=True):
+            for k, p in enumerate(pair):
+                A[gi - lo, k * Q : (k + 1) * Q, : len(p.A)] = p.A.T
+            nodes[gi - lo] = max(len(p.A) for p in pair)
+            err[gi - lo] = max(p.err for p in pair)
+            parity[gi - lo] = [p.parity for p in pair]
+        self.g0, self.A, self.nodes, self.err, self.parity = lo, A, nodes, err, parity
+        return True
+
+
+@lru_cache(maxsize=16)
+def _hermite_table(act: Activation, M: int) -> _HermiteTable:
+    """The :class:`_HermiteTable` of ``act`` to ``M``, kept (it grows as flows need more
+    panels)."""
+    return _HermiteTable(act, M)
+
+
+def _chebyshev_basis(x: np.ndarray, P: int) -> np.ndarray:
+    """``T_p(x)`` for ``p < P``, shape (len(x), P), by the three-term recurrence."""
+    T = np.empty((len(x), P))
+    T[:, 0] = 1.0
+    if P > 1:
+        T[:, 1] = x
+    for p in range(2, P):
+        T[:, p] = 2.0 * x * T[:, p - 1] - T[:, p - 2]
+    return T
+
+
+# coefficients and energies per order, 1-D moments per key, error estimates per order
+_Hermite1D = tuple[
+    dict[int, np.ndarray],
+    dict[int, np.ndarray],
+    dict[tuple[int, int], np.ndarray],
+    dict[int, float],
+]
 
 
 def _hermite_interpolated(
-    act: Activation,
-    std: np.ndarray,
-    keys: Sequence[tuple[int, int]],
-    M: int,
-    moments_only: bool = False,
-) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray], float]:
-    """:func:`_hermite_direct` interpolated in ``s`` from ``_COEF_NODES`` Chebyshev points on
-    each octave ``[2^k, 2^(k+1)]`` that ``std`` touches (:func:`_hermite_octave`, computed once
-    per activation and kept, so later layers and calls only interpolate), with an error
-    estimate relative to the energies (the largest over those octaves); ``inf`` when the
+    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
+) -> _Hermite1D:
+    """:func:`_hermite_direct` interpolated in ``s`` from the Chebyshev series of each panel
+    (1/8 octave) that ``std`` touches (:func:`_hermite_panel` per order, :func:`_moment_panel`
+    per mixed key; computed once per activation and kept, so later layers and calls only
+    interpolate), with per order the error estimate relative to its energy (the largest over
+    those panels; a mixed key's counts for both its orders); ``inf`` for all when the
     interpolation does not apply (a zero or non-finite ``s``)."""
+    orders = sorted({k for ij in keys for k in ij})
     if not (np.all(np.isfinite(std)) and np.min(std) > 0):
-        return {}, {}, {}, math.inf
-    octave = np.floor(np.log2(std)).astype(np.int64)
-    orders = [] if moments_only else sorted({k for ij in keys for k in ij})
-    coef = {k: np.empty((len(std), M + 1)) for k in orders}
-    energy = {k: np.empty(len(std)) for k in orders}
+        return {}, {}, {}, dict.fromkeys(orders, math.inf)
+    lay = _PanelLayout.of(M)
+    panel, x = panel_of(std)
+    coef = {o: np.empty((len(std), M + 1)) for o in orders}
+    energy = {o: np.empty(len(std)) for o in orders}
     diag = {key: np.empty(len(std)) for key in keys}
-    err = 0.0
-    for k in np.unique(octave):
-        at = np.flatnonzero(octave == k)
-        nodes, c, e, d, estimate = _hermite_octave(act, tuple(keys), M, int(k))
-        err = max(err, estimate)
-        W = _chebyshev_weights(nodes, std[at])
+    err = dict.fromkeys(orders, 0.0)
+    for g in np.unique(panel):
+        at = np.flatnonzero(panel == g)
         for o in orders:
-            coef[o][at] = W @ c[o]
-            energy[o][at] = W @ e[o]
-        for key in keys:
-            diag[key][at] = W @ d[key]
+            table = _hermite_panel(act, o, M, int(g))
+            err[o] = max(err[o], table.err)
+            v = _chebyshev_basis(x[at], len(table.A)) @ table.A[:, : lay.energy + 1]
+            coef[o][at], energy[o][at] = v[:, : lay.energy], v[:, lay.energy]
+        for i, j in keys:
+            if i == j:
+                diag[(i, j)][at] = energy[i][at]
+                continue
+            table = _moment_panel(act, (i, j), M, int(g))
+            err[i] = err[j] = max(err[i], err[j], table.err)
+            diag[(i, j)][at] = _chebyshev_basis(x[at], len(table.A)) @ table.A[:, 0]
     return coef, energy, diag, err
 
 
-_Moments1D = dict[tuple[int, int], np.ndarray]
-
-
-@lru_cache(maxsize=256)
-def _hermite_octave(
-    act: Activation, keys: tuple[tuple[int, int], ...], M: int, k: int
-) -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, np.ndarray], _Moments1D, float]:
-    """:func:`_hermite_direct` at ``_COEF_NODES`` Chebyshev points spanning ``[2^k, 2^(k+1)]``
-    (panels from the upper end), and the interpolation's error estimate relative to the
-    energies: ten times the largest of the last four Chebyshev coefficients of every
-    interpolated quantity (the coefficients are analytic in ``s`` on ``Re s > 0``, so their
-    Chebyshev series decay geometrically and the interpolation error is of the size of the
-    last coefficients).  Callers must not modify the arrays (they are cached)."""
-    lo, hi = 2.0**k, 2.0 ** (k + 1)
-    P = _COEF_NODES
-    angle = np.pi * np.arange(P) / (P - 1)
-    nodes = 0.5 * (hi + lo) + 0.5 * (hi - lo) * np.cos(angle)
-    c, e, d = _hermite_direct(act, nodes, keys, M, hi)
-    # Chebyshev coefficients of the interpolant (DCT-I); only the last four are needed
-    half = np.ones(P)
-    half[[0, -1]] = 0.5
-    last = (2.0 / (P - 1)) * np.cos(np.outer(np.arange(P - 4, P), angle)) * half
-    last[-1] *= 0.5
-
-    def estimate(values: np.ndarray, scale: np.ndarray) -> float:
-        return 10.0 * float(np.max(np.abs(last @ values) / scale))
-
-    err = 0.0
-    for o in c:
-        root = np.sqrt(np.maximum(np.min(e[o]), 1e-300))  # the smallest energy: conservative
-        err = max(err, estimate(c[o], root), estimate(e[o], root**2))
-    for (i, j), v in d.items():
-        err = max(err, estimate(v, np.sqrt(np.maximum(np.min(e[i] * e[j]), 1e-300))))
-    return nodes, c, e, d, err
-
-
 def _hermite_quadrature(
-    act: Activation,
-    std: np.ndarray,
-    keys: Sequence[tuple[int, int]],
-    M: int,
-    moments_only: bool = False,
-) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[tuple[int, int], np.ndarray], float]:
-    """:func:`_hermite_interpolated` when there are enough samples and its error estimate is
-    below ``_COEF_INTERP_TOL``, else :func:`_hermite_direct` (error estimate 0)."""
+    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
+) -> _Hermite1D:
+    """:func:`_hermite_interpolated` when there are enough samples and its error estimates are
+    below ``_COEF_INTERP_TOL``, else :func:`_hermite_direct` (error estimates 0)."""
     if len(std) >= _COEF_INTERP_MIN:
-        out = _hermite_interpolated(act, std, keys, M, moments_only)
-        if out[3] <= _COEF_INTERP_TOL:
+        out = _hermite_interpolated(act, std, keys, M)
+        if max(out[3].values()) <= _COEF_INTERP_TOL:
             return out
     smax = max(float(np.max(std)), 1e-300)
-    return (*_hermite_direct(act, std, keys, M, smax, moments_only), 0.0)
-
-
-def _hermite_moments(
-    act: Activation, std: np.ndarray, keys: Sequence[tuple[int, int]], M: int
-) -> dict[tuple[int, int], np.ndarray]:
-    """The one-dimensional moments of :func:`_hermite_coefficients` alone, by the same rule
-    (interpolated from the octave tables when that is accurate, else at each sample)."""
-    return _hermite_quadrature(act, std, keys, M, moments_only=True)[2]
+    coef, energy, diag = _hermite_direct(act, std, keys, M, smax)
+    return coef, energy, diag, dict.fromkeys(coef, 0.0)
 
 
 def _hermite_coefficients(
@@ -1638,11 +1776,12 @@ def _hermite_coefficients(
     Gauss-Legendre with 16 nodes on panels no wider than ``min(1, scale/s, 16/sqrt(4M + 2))``
     over ``|u| <= 13`` (resolving both sigma and the oscillations of ``psi_M``, 2.5
     wavelengths per panel at most; a finer rule than :func:`moments` uses in one dimension,
-    error ~1e-14 relative).  From ``_COEF_INTERP_MIN`` samples on, the quadrature is done at 33
-    Chebyshev points on each octave ``[2^k, 2^(k+1)]`` of ``s`` that ``std`` touches (once
-    per activation; the tables are kept) and interpolated (:func:`_hermite_interpolated`; the
-    coefficients are analytic in ``s`` on ``Re s > 0``), when the last Chebyshev
-    coefficients put the error below 1e-12 of the energy; otherwise at every sample.  The
+    error ~1e-14 relative).  From ``_COEF_INTERP_MIN`` samples on, the quadrature is done at 12
+    Chebyshev points on each panel ``[2^(g/8), 2^((g+1)/8)]`` of ``s`` that ``std`` touches
+    (once per activation; the tables are kept) and interpolated
+    (:func:`_hermite_interpolated`; the coefficients are analytic in ``s`` on ``Re s > 0``),
+    when the last Chebyshev coefficients put the error below 1e-12 of the energy; otherwise
+    at every sample.  The
     tails are widened by ten times that estimate, so the truncation bound of :func:`_mehler`
     stays an upper bound.
 
@@ -1670,7 +1809,7 @@ def _hermite_coefficients(
         else:  # the sums between the orders asked for, then their running sum
             head = np.add.reduceat(c * c, np.r_[0, np.asarray(at[:-1]) + 1], axis=1)
             head = np.cumsum(head, axis=1)
-        t = np.maximum(E - head, 0.0) + (1e-16 + 10 * err) * E
+        t = np.maximum(E - head, 0.0) + (1e-16 + 10 * err[k]) * E
         tail[k] = np.concatenate([t, E], axis=1)
     return coef, tail, diag
 

@@ -25,12 +25,12 @@ import numpy as np
 from .. import _compiled
 from ..activations import Activation
 from ..gaussian import (
+    _COEF_PANELS,
     _SERIES_FIRST,
     _SERIES_LADDER,
     _SERIES_MAX_STD,
     _SERIES_TOL,
-    _hermite_coefficients,
-    _hermite_moments,
+    _hermite_table,
     arc_cosine_angle,
     arc_cosine_constants,
     moments,
@@ -404,9 +404,6 @@ def mehler_flow(
     return None
 
 
-_PARITY_TOL = 1e-13  # relative size of a series' orders of the other parity that may be dropped
-
-
 @dataclass
 class _MehlerTables:
     """Per-layer inputs of ``mehler_rows``: Hermite coefficients ``c`` (2, L - 1, top + 1, N) of
@@ -455,58 +452,50 @@ class _MehlerTables:
         M: int,
         j0: int,
     ) -> bool:
-        """Layers ``j >= j0``: the tables to ``M`` terms at ``K^(j)_aa = var[j]``; False when
-        a variance leaves the series' range.  The first fill runs the diagonal
-        through the depth first (``var[j + 1]`` from the one-dimensional moments ``d``), then
-        interpolates the coefficients of all layers at once.  A layer filled before only gains
-        the orders and rungs above its old top (the rest stays as it was, so a pair the old
-        rungs cover keeps its value to the last bit)."""
-        C_b, C_W, g2 = f64[:3]
-        keys = [(0, 0), (1, 1)] if ntk else [(0, 0)]
-        J = len(self.rungs)
-        if J == j0:
-            return True
-        if not self.rungs.any():  # the first fill
-            for j in range(J):
-                std = np.sqrt(var[j])
-                if not np.all(np.isfinite(std)) or np.any(std > _SERIES_MAX_STD * act.scale):
-                    return False
-                diag = _hermite_moments(act, std, keys, M)
-                for k, key in enumerate(keys):
-                    self.d[k, j] = diag[key]
-                # the order of the kernel's own arithmetic, so K_aa is var to the last bit
-                var[j + 1] = C_W[j + 1] * self.d[0, j] + C_b[j + 1] + g2[j + 1] * var[j]
-        std = np.sqrt(var[j0:J]).ravel()  # checked by the first fill (var stays as it was)
-        old = int(self.rungs[j0])  # rungs filled before (0: none), the same for j >= j0
-        n0 = self.ladder[old - 1] + 1 if old else 0
-        top = int(np.searchsorted(self.ladder, M, side="right"))
-        own = self.ladder[:top]
-        coef, tail, _ = _hermite_coefficients(act, std, keys, M, at=own)
-        self.rungs[j0:] = top
-        shape = (J - j0, len(var[0]))
-        for k in range(len(keys)):
-            c = coef[k][:, n0:].reshape(*shape, -1)
-            self.c[k, j0:, n0 : M + 1] = c.transpose(0, 2, 1)
-            self._parity(k, j0, c, n0, tail[k][:, -1].reshape(shape), fresh=not old)
-            E = tail[k][:, -1:]  # the normalized tail sqrt(T_m / E) at the rungs
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(E > 0, tail[k][:, old:top] / E, 0.0)
-            self.tau[k, j0:, old:top] = np.sqrt(ratio).reshape(*shape, -1).transpose(0, 2, 1)
-        return True
+        """Layers ``j >= j0``: the tables to ``M`` terms at ``K^(j)_aa = var[j]``, interpolated
+        from the activation's panel tables (:class:`pdlt.gaussian._HermiteTable`, panels
+        computed as they are first needed) by the compiled kernels; False when a variance
+        leaves the series' range or a panel's interpolation is not accurate enough.
 
-    def _parity(self, k: int, j0: int, c: np.ndarray, n0: int, E: np.ndarray, fresh: bool) -> None:
-        """``parity[k, j0:]`` from the coefficients ``c`` (J - j0, N, orders ``n0..``) and the
-        energies ``E`` (J - j0, N): 1 (0) where the even (odd) orders' energy is below
-        ``_PARITY_TOL^2 E`` at every sample, so dropping them changes a pair's sum by less than
-        ``_PARITY_TOL sqrt(E_a E_b)`` (Cauchy-Schwarz); a layer filled before keeps its parity
-        only if the new orders agree with it."""
-        for p in (0, 1):
-            wrong = c[:, :, (1 - p + n0) % 2 :: 2]  # the orders of the other parity
-            quiet = np.all(np.sum(wrong * wrong, axis=2) <= _PARITY_TOL**2 * E, axis=1)
-            if fresh:
-                self.parity[k, j0:][quiet] = p
-            else:
-                self.parity[k, j0:][~quiet & (self.parity[k, j0:] == p)] = -1
+        The first fill runs the diagonal through the depth first (``var[j + 1]`` from the 1-D
+        moments ``d``, ``hermite_diagonal``); then each layer gets its tails at the rungs, the
+        first rung that covers every pair whatever its correlation (its coefficients go no
+        further), its parity and its coefficients (``hermite_tables``).  A later fill (to
+        ``M = 256``) only gives the layers that used all rungs the orders and rungs above (the
+        rest stays as it was, so a pair the old rungs cover keeps its value to the last bit).
+        """
+        fused = _compiled.kernels()
+        C_b, C_W, g2 = f64[:3]
+        if len(self.rungs) == j0:
+            return True
+        table = _hermite_table(act, M)  # sigma' too without Theta: K is the same to the bit
+        lay = table.layout
+        start = int(self.rungs[j0])  # rungs filled before: 0, or all of the old ladder
+        missing = np.empty(len(var[0]) + 1, dtype=np.int64)
+        j, smax = 0, _SERIES_MAX_STD * act.scale
+        Q = lay.width
+        energy = np.array([lay.energy, Q + lay.energy])  # <sigma^2>, <sigma'^2>
+        while start == 0:  # the first fill: the diagonal, loading panels as it goes
+            j = fused.hermite_diagonal(
+                var, table.A, table.nodes, table.g0, _COEF_PANELS, energy, C_b, C_W, g2,
+                self.d, j, smax, missing,
+            )  # fmt: skip
+            if j == -1:
+                break
+            if j < -1 or not table.load(missing[: np.argmin(missing > -(2**62))]):
+                return False
+        cols = [np.array([lay.coef, Q + lay.coef]), energy, np.array([lay.tails, Q + lay.tails])]
+        ladder = np.array(lay.ladder)
+        while True:
+            lost = fused.hermite_tables(
+                var, table.A, table.nodes, table.g0, _COEF_PANELS, table.err, table.parity,
+                *cols, ladder, start, _SERIES_TOL, 2 if ntk else 1, self.c, self.tau, self.rungs,
+                self.parity, j0, missing,
+            )  # fmt: skip
+            if lost < 0:
+                return True
+            if not table.load(missing[:lost]):
+                return False
 
     def run(
         self,
