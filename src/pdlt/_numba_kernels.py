@@ -565,11 +565,27 @@ def _panel_slot(s: float, g0: int, nodes: np.ndarray, per: float, T: np.ndarray)
 
 @njit(inline="always", error_model="numpy")
 def _panel_value(A: np.ndarray, slot: int, n: int, T: np.ndarray, col: int) -> float:
-    """``sum_p T_p A[slot, col, p]``, the quantity in column ``col`` at ``s``."""
+    """``sum_p T_p A[slot, p, col]``, the quantity in column ``col`` at ``s``."""
     v = 0.0
     for p in range(n):
-        v += T[p] * A[slot, col, p]
+        v += T[p] * A[slot, p, col]
     return v
+
+
+@njit(inline="always", error_model="numpy")
+def _panel_run(
+    A: np.ndarray, slot: int, n: int, T: np.ndarray, col: int, width: int, out: np.ndarray
+) -> None:
+    """``out[i] = sum_p T_p A[slot, p, col + i]`` for ``i < width``: a run of columns, summed
+    over the nodes outermost, on views that start at 0 (so the inner loop vectorizes)."""
+    o, w = out[:width], T[0]
+    row = A[slot, 0, col : col + width]
+    for i in range(width):
+        o[i] = w * row[i]
+    for p in range(1, n):
+        w, row = T[p], A[slot, p, col : col + width]
+        for i in range(width):
+            o[i] += w * row[i]
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -591,7 +607,7 @@ def hermite_diagonal(
     """The diagonal of :func:`pdlt.theory.kernel.mehler_flow` through the depth: for layers
     ``j = j0..J-1`` (``J = d.shape[1]``), the 1-D moments ``d[q, j, a]`` of the keys at
     columns ``col_d`` (``<sigma^2>``, ``<sigma'^2>``) at ``s = sqrt(var[j, a])`` from a panel
-    table (:class:`pdlt.gaussian._HermiteTable`: Chebyshev coefficients ``A`` (G + 1, Q, P),
+    table (:class:`pdlt.gaussian._HermiteTable`: Chebyshev coefficients ``A`` (G + 1, P, 2 Q),
     ``nodes`` (G + 1,) per slot, 0 where not loaded), then ``var[j + 1] = C_W d_00 + C_b +
     gamma^2 var[j]`` (the order of the kernel's own arithmetic).
 
@@ -599,7 +615,7 @@ def hermite_diagonal(
     into ``missing``, -2**62 after the last; nothing of layer ``j`` written); ``-2 - j`` when
     some ``s`` at layer ``j`` is above ``smax`` or not finite."""
     J, N = d.shape[1], var.shape[1]
-    T = np.empty(A.shape[2])
+    T = np.empty(A.shape[1])
     for j in range(j0, J):
         lost = 0
         for a in range(N):
@@ -637,6 +653,7 @@ def hermite_tables(
     start: int,
     tol: float,
     K: int,
+    half: int,
     c: np.ndarray,
     tau: np.ndarray,
     rungs: np.ndarray,
@@ -645,8 +662,9 @@ def hermite_tables(
     missing: np.ndarray,
 ) -> int:
     """The per-layer inputs of :func:`mehler_rows` for layers ``j >= j0`` from a panel table
-    (as :func:`hermite_diagonal`; ``err`` (G + 1,) its error estimates, ``par`` (G + 1, 2) the
-    parities of the orders' coefficients) for the first ``K`` orders (1: ``sigma``; 2: and
+    (as :func:`hermite_diagonal`; in each order's columns the ``half`` even orders first, then
+    the odd ones; ``err`` (G + 1,) its error estimates, ``par`` (G + 1, 2) the parities of the
+    orders' coefficients) for the first ``K`` orders (1: ``sigma``; 2: and
     ``sigma'``; the table has both, so ``sigma``'s are the same either way), the layers with
     ``start`` rungs so far only (0: all, the first fill; else those whose coefficients reached
     the last of ``start`` rungs, which gain the rungs above).
@@ -663,7 +681,7 @@ def hermite_tables(
     Returns -1 when done; else the number of samples of the first layer whose panel is not
     loaded (the panels' indices into ``missing``, shape (N,) at least; nothing written)."""
     J, N = rungs.shape[0], var.shape[1]
-    P, R = A.shape[2], ladder.shape[0]
+    P, R = A.shape[1], ladder.shape[0]
     lost, Tb = 0, np.empty((N, P))
     for j in range(j0, J):
         for a in range(N):
@@ -675,7 +693,7 @@ def hermite_tables(
             return lost
     slots = np.empty(N, dtype=np.int64)
     worst = np.empty((K, R))
-    acc = np.empty(c.shape[2])
+    acc = np.empty(max(c.shape[2], R + 1))
     n0 = ladder[start - 1] + 1 if start else 0
     for j in range(j0, J):
         if rungs[j] != start:
@@ -685,11 +703,11 @@ def hermite_tables(
         worst[:] = 0.0
         for k in range(K):
             for a in range(N):
-                slot, n = slots[a], nodes[slots[a]]
-                E = _panel_value(A, slot, n, Tb[a], col_E[k])
+                slot = slots[a]
+                _panel_run(A, slot, nodes[slot], Tb[a], col_E[k], R + 1, acc)
+                E = acc[0]
                 for i in range(start, R):
-                    t = _panel_value(A, slot, n, Tb[a], col_T[k] + i)
-                    t = max(t, 0.0) + (1e-16 + 10.0 * err[slot]) * E
+                    t = max(acc[1 + i], 0.0) + (1e-16 + 10.0 * err[slot]) * E
                     q = t / E if E > 0 else 0.0
                     tau[k, j, i, a] = math.sqrt(q)
                     worst[k, i] = max(worst[k, i], q)
@@ -709,12 +727,14 @@ def hermite_tables(
                 p = q if p == 2 else (p if q == p or q == 2 else -1)
             p = 0 if p == 2 else p
             parity[k, j] = p if (start == 0 or parity[k, j] == p) else -1
-            step = 1 if parity[k, j] < 0 else 2
-            first = n0 if step == 1 else n0 + (n0 - parity[k, j]) % 2
-            for a in range(N):
-                slot, m = slots[a], nodes[slots[a]]
-                for n in range(first, ladder[top - 1] + 1, step):
-                    acc[n] = _panel_value(A, slot, m, Tb[a], col_c[k] + n)
-                for n in range(first, ladder[top - 1] + 1, step):
-                    c[k, j, n, a] = acc[n]
+            for e in range(2):  # the even orders' run of columns, then the odd ones'
+                if parity[k, j] == 1 - e:
+                    continue
+                # orders n = 2 i + e from above the old top to the new one
+                i0, i1 = (n0 - e + 1) // 2, (ladder[top - 1] - e) // 2 + 1
+                for a in range(N):
+                    slot = slots[a]
+                    _panel_run(A, slot, nodes[slot], Tb[a], col_c[k] + e * half + i0, i1 - i0, acc)
+                    for i in range(i1 - i0):
+                        c[k, j, 2 * (i0 + i) + e, a] = acc[i]
     return -1

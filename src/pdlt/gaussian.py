@@ -1542,6 +1542,13 @@ class _PanelLayout:
     def width(self) -> int:
         return self.M + 2 + len(self.ladder)
 
+    @property
+    def split(self) -> np.ndarray:
+        """The columns with the even orders' coefficients first, then the odd ones' (``M // 2 +
+        1`` even ones), then the rest: the order of :class:`_HermiteTable`'s columns."""
+        n = np.arange(self.M + 1)
+        return np.r_[n[::2], n[1::2], np.arange(self.M + 1, self.width)]
+
 
 @dataclass(frozen=True)
 class _Panel:
@@ -1635,8 +1642,9 @@ def _moment_panel(act: Activation, key: tuple[int, int], M: int, g: int) -> _Pan
 
 class _HermiteTable:
     """The panels (:func:`_hermite_panel`) of ``sigma`` and ``sigma'`` to ``M`` side by side for
-    the compiled kernels, loaded as they are needed: Chebyshev coefficients ``A`` (G + 1, 2 Q,
-    P), order ``k``'s quantities in columns ``k Q + ...`` (:class:`_PanelLayout`), of panels
+    the compiled kernels, loaded as they are needed: Chebyshev coefficients ``A`` (G + 1, P,
+    2 Q), order ``k``'s quantities in columns ``k Q + ...`` (:class:`_PanelLayout`, its
+    coefficients split into the even orders, then the odd ones), of panels
     ``g0..g0 + G - 1`` in slots ``0..G-1`` (zero-padded to the largest ``P``) and in the last
     slot the constant values at ``s = 0``; per slot the number of ``nodes`` (0: not loaded),
     the error estimate ``err`` (the larger of the two orders') and the ``parity`` (G + 1, 2),
@@ -1647,13 +1655,13 @@ class _HermiteTable:
         self.act, self.M = act, M
         self.layout = lay = _PanelLayout.of(M)
         self.g0 = 0
-        self.A = np.zeros((1, 2 * lay.width, _COEF_NODES))
+        self.A = np.zeros((1, _COEF_NODES, 2 * lay.width))
         self.nodes = np.ones(1, dtype=np.int64)
         self.err = np.zeros(1)
         at0 = act.derivatives_at(np.zeros(1), [0, 1])
         for k in (0, 1):  # sigma^{(k)}(0): c_0 alone, no tail
-            self.A[0, k * lay.width + lay.coef, 0] = at0[k][0]
-            self.A[0, k * lay.width + lay.energy, 0] = at0[k][0] ** 2
+            self.A[0, 0, k * lay.width + lay.coef] = at0[k][0]
+            self.A[0, 0, k * lay.width + lay.energy] = at0[k][0] ** 2
         # c_n = 0 for n > 0: even, or no coefficient at all (2: either parity) where c_0 = 0
         self.parity = np.array([[0 if at0[k][0] else 2 for k in (0, 1)]], dtype=np.int64)
 
@@ -1667,17 +1675,17 @@ class _HermiteTable:
         G, Q = len(self.nodes) - 1, self.layout.width
         lo = min(int(g[0]), self.g0) if G else int(g[0])
         hi = max(int(g[-1]) + 1, self.g0 + G) if G else int(g[-1]) + 1
-        P = max([self.A.shape[2]] + [len(p.A) for pair in new for p in pair])
-        A = np.zeros((hi - lo + 1, 2 * Q, P))
+        P = max([self.A.shape[1]] + [len(p.A) for pair in new for p in pair])
+        A = np.zeros((hi - lo + 1, P, 2 * Q))
         nodes, err = np.zeros(hi - lo + 1, dtype=np.int64), np.zeros(hi - lo + 1)
         parity = np.zeros((hi - lo + 1, 2), dtype=np.int64)
         # the panels loaded before, and the zero-variance slot, keep their values
         keep = np.r_[np.arange(self.g0 - lo, self.g0 - lo + G), hi - lo]
-        A[keep, :, : self.A.shape[2]] = self.A
+        A[keep, : self.A.shape[1]] = self.A
         nodes[keep], err[keep], parity[keep] = self.nodes, self.err, self.parity
         for gi, pair in zip(g, new, strict=True):
             for k, p in enumerate(pair):
-                A[gi - lo, k * Q : (k + 1) * Q, : len(p.A)] = p.A.T
+                A[gi - lo, : len(p.A), k * Q : (k + 1) * Q] = p.A[:, self.layout.split]
             nodes[gi - lo] = max(len(p.A) for p in pair)
             err[gi - lo] = max(p.err for p in pair)
             parity[gi - lo] = [p.parity for p in pair]

@@ -489,8 +489,8 @@ class _MehlerTables:
         while True:
             lost = fused.hermite_tables(
                 var, table.A, table.nodes, table.g0, _COEF_PANELS, table.err, table.parity,
-                *cols, ladder, start, _SERIES_TOL, 2 if ntk else 1, self.c, self.tau, self.rungs,
-                self.parity, j0, missing,
+                *cols, ladder, start, _SERIES_TOL, 2 if ntk else 1, M // 2 + 1, self.c, self.tau,
+                self.rungs, self.parity, j0, missing,
             )  # fmt: skip
             if lost < 0:
                 return True
