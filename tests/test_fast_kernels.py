@@ -701,3 +701,23 @@ def test_fused_mehler_flow_sums_one_parity_for_odd_activations(
         Kf, _ = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
         assert (seen[-1][0] == 0).all()
         assert np.max(np.abs(Kf - K0)) > 1e-3 * np.max(np.abs(K0))
+
+
+def test_gram_runs_blas_on_one_thread_for_large_inputs():
+    """The Gram matrix of many inputs is computed with BLAS on one thread (OpenBLAS's threads
+    would spin afterwards and slow the compiled kernels' threads down): inside
+    ``one_blas_thread`` every BLAS library reports one thread, the thread counts are restored
+    after, small work is left alone, and the Gram matrix is ``x x^T / n_0`` either way."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from pdlt.gaussian import one_blas_thread
+    from pdlt.network import Inputs
+
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()]
+    with one_blas_thread(2**22):
+        inside = threadpoolctl.threadpool_info()
+    assert all(lib["num_threads"] == 1 for lib in inside if lib["user_api"] == "blas")
+    assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
+    with one_blas_thread(2**22 - 1):
+        assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
+    x = np.random.default_rng(2).normal(size=(1100, 4))
+    np.testing.assert_allclose(Inputs(x).gram, x @ x.T / 4, rtol=1e-14, atol=1e-15)

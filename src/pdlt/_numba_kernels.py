@@ -543,24 +543,27 @@ def mehler_rows(
 
 
 @njit(inline="always", error_model="numpy")
-def _panel_slot(s: float, g0: int, nodes: np.ndarray, per: float, T: np.ndarray) -> int:
+def _panel_slot(s: float, g0: int, nodes: np.ndarray, per: float) -> tuple[int, float]:
     """The slot of ``s``'s panel ``g = floor(t)``, ``t = per log2 s``, in a panel table (slot
-    ``g - g0``; the last slot for ``s = 0``), with ``T_p(x)``, ``x = 2 (t - g) - 1``, of its
-    Chebyshev series into ``T``; -1 when that panel is not loaded."""
+    ``g - g0``; the last slot for ``s = 0``; -1 when that panel is not loaded), and where ``s``
+    lies in it, ``x = 2 (t - g) - 1``."""
     G = nodes.shape[0] - 1
     if s == 0.0:
-        T[0] = 1.0
-        return G
+        return G, 0.0
     t = per * math.log2(s)
     g = math.floor(t)
     slot = int(g) - g0
     if slot < 0 or slot >= G or nodes[slot] == 0:
-        return -1
-    x = 2.0 * (t - g) - 1.0
+        return -1, 0.0
+    return slot, 2.0 * (t - g) - 1.0
+
+
+@njit(inline="always", error_model="numpy")
+def _chebyshev(x: float, n: int, T: np.ndarray) -> None:
+    """``T_p(x)`` for ``p < n`` into ``T``."""
     T[0], T[1] = 1.0, x
-    for p in range(2, nodes[slot]):
+    for p in range(2, n):
         T[p] = 2.0 * x * T[p - 1] - T[p - 2]
-    return slot
 
 
 @njit(inline="always", error_model="numpy")
@@ -622,11 +625,12 @@ def hermite_diagonal(
             s = math.sqrt(var[j, a])
             if not s <= smax:
                 return -2 - j
-            slot = _panel_slot(s, g0, nodes, per, T)
+            slot, x = _panel_slot(s, g0, nodes, per)
             if slot < 0:
                 missing[lost] = math.floor(per * math.log2(s))
                 lost += 1
                 continue
+            _chebyshev(x, nodes[slot], T)
             for q in range(col_d.shape[0]):
                 d[q, j, a] = _panel_value(A, slot, nodes[slot], T, col_d[q])
         if lost:
@@ -682,35 +686,42 @@ def hermite_tables(
     loaded (the panels' indices into ``missing``, shape (N,) at least; nothing written)."""
     J, N = rungs.shape[0], var.shape[1]
     P, R = A.shape[1], ladder.shape[0]
-    lost, Tb = 0, np.empty((N, P))
+    Tb, lost = np.empty((N, P)), 0
+    where, xs = np.empty((J - j0, N), dtype=np.int64), np.empty((J - j0, N))
     for j in range(j0, J):
         for a in range(N):
             s = math.sqrt(var[j, a])
-            if _panel_slot(s, g0, nodes, per, Tb[0]) < 0:
+            where[j - j0, a], xs[j - j0, a] = _panel_slot(s, g0, nodes, per)
+            if where[j - j0, a] < 0:
                 missing[lost] = math.floor(per * math.log2(s))
                 lost += 1
         if lost:
             return lost
-    slots = np.empty(N, dtype=np.int64)
-    worst = np.empty((K, R))
+    worst, ET, wide = np.empty((K, R)), np.empty((R + 1, N)), np.empty(N)
     acc = np.empty(max(c.shape[2], R + 1))
     n0 = ladder[start - 1] + 1 if start else 0
     for j in range(j0, J):
         if rungs[j] != start:
             continue
+        slots = where[j - j0]
         for a in range(N):
-            slots[a] = _panel_slot(math.sqrt(var[j, a]), g0, nodes, per, Tb[a])
+            _chebyshev(xs[j - j0, a], nodes[slots[a]], Tb[a])
         worst[:] = 0.0
         for k in range(K):
-            for a in range(N):
+            for a in range(N):  # the energy and the tails, then per rung along the samples
                 slot = slots[a]
                 _panel_run(A, slot, nodes[slot], Tb[a], col_E[k], R + 1, acc)
-                E = acc[0]
-                for i in range(start, R):
-                    t = max(acc[1 + i], 0.0) + (1e-16 + 10.0 * err[slot]) * E
-                    q = t / E if E > 0 else 0.0
-                    tau[k, j, i, a] = math.sqrt(q)
-                    worst[k, i] = max(worst[k, i], q)
+                for i in range(R + 1):
+                    ET[i, a] = acc[i]
+                wide[a] = 1e-16 + 10.0 * err[slot]
+            E = ET[0]
+            for i in range(start, R):
+                t, out, w = ET[1 + i], tau[k, j, i], 0.0
+                for a in range(N):
+                    q = (max(t[a], 0.0) + wide[a] * E[a]) / E[a] if E[a] > 0 else 0.0
+                    out[a] = math.sqrt(q)
+                    w = max(w, q)
+                worst[k, i] = w
         top = R
         for i in range(start, R):
             ok = True

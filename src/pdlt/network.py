@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .activations import Activation, activation
+from .gaussian import one_blas_thread
 
 __all__ = ["Network", "Inputs", "as_inputs", "xi_equivalent"]
 
@@ -558,8 +559,10 @@ class Inputs:
     @property
     def gram(self) -> np.ndarray:
         """``X_{ab} = x_a . x_b / n_0``, shape (N, N) (3.9)."""
-        X = self._x @ self._x.T
-        X /= self._x.shape[1]  # in place: one (N, N) array, not two
+        N, n0 = self._x.shape
+        with one_blas_thread(N * N * n0):
+            X = self._x @ self._x.T
+        X /= n0  # in place: one (N, N) array, not two
         return X
 
     def __len__(self) -> int:
