@@ -346,12 +346,13 @@ def test_flow_uses_depth_blocked_relu_path_and_falls_back_at_zero_variance(path)
 
 @pytest.mark.parametrize("name", ["tanh", "gelu"])
 def test_many_samples_series_with_interpolated_coefficients(name):
-    """N = 300 samples with norms within a factor 1.6: the per-sample Hermite coefficients
-    are interpolated from Chebyshev series in ``s`` on 1/8-octave panels (their error estimate is accepted) and
-    the series is summed on several row blocks and threads.  Against the 2-D quadrature on a
-    subset of samples (duplicate, nearly collinear and antiparallel pairs included), within
-    the fast path's 1e-8 of the kernel scale; and the interpolated coefficients against the
-    per-sample quadrature to 1e-12 of the energy, their tails never below it."""
+    """N = 300 samples with norms within a factor 1.6: the per-sample Hermite coefficients are
+    interpolated from Chebyshev series on 1/8-octave panels of ``s`` (their error estimate
+    is accepted) and the series is summed on several row blocks and threads. Against the 2-D
+    quadrature on a subset of samples (duplicate, nearly collinear and antiparallel pairs
+    included), within the fast path's 1e-8 of the kernel scale; and the interpolated
+    coefficients against the per-sample quadrature to 1e-12 of the energy, their tails never
+    below it."""
     act = activation(name)
     rng = np.random.default_rng(11)
     x = rng.normal(size=(297, 6))
