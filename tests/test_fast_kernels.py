@@ -661,9 +661,7 @@ def test_layers_are_checked_and_kept_by_results(tmp_path):
 @pytest.mark.parametrize(
     ("name", "parity"), [("tanh", (1, 0)), ("gelu", (-1, -1)), ("odd", (1, 0))]
 )
-def test_fused_mehler_flow_sums_one_parity_for_odd_activations(
-    monkeypatch, request, name, parity
-):
+def test_fused_mehler_flow_sums_one_parity_for_odd_activations(monkeypatch, request, name, parity):
     """An odd activation (tanh; a user callable ``sin z``) has only odd orders in
     ``sigma``'s series and even ones in ``sigma'``'s (the other parity's energy is below
     1e-13 of the total at every sample): the flow sums those alone, in ``rho^2``, and agrees
