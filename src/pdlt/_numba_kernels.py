@@ -330,7 +330,9 @@ def _terms(
         n -= step
 
 
-_CHUNK = 128  # pairs per Horner chunk: its highest order bounds the chunk's work
+# pairs per Horner chunk: its highest order bounds its work, yet long runs pay (measured at
+# N = 1000: 1024 beat 128 by 5-10%, 32 lost 30%)
+_CHUNK = 1024
 
 
 @njit(inline="always", error_model="numpy")
