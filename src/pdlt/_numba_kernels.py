@@ -528,17 +528,21 @@ def mehler_rows(
                 _series(c0[j], a, rh, rh2, mb, m, acc0, parity[0, j])
                 if ntk:
                     _series(c1[j], a, rh, rh2, md, m, acc1, parity[1, j])
-                for b in range(m):  # the diagonal and duplicated pairs
-                    acc0[b] = d00[j, a] if mb[b] == -1 else acc0[b]
                 Krow, Trow = _rows(K, T, slot[ell], a, junk)
+                d0, d1 = d00[j, a], d11[j, a]
                 if ntk:
-                    for b in range(m):
-                        sp = d11[j, a] if mb[b] == -1 else acc1[b]
-                        t[b] = lb + lw * acc0[b] + (cw * sp + gg) * t[b]
+                    for b in range(m):  # the diagonal and duplicated pairs: 1-D moments
+                        ss = d0 if mb[b] == -1 else acc0[b]
+                        sp = d1 if mb[b] == -1 else acc1[b]
+                        t[b] = lb + lw * ss + (cw * sp + gg) * t[b]
                         Trow[b] = t[b]
-                for b in range(m):
-                    k[b] = cw * acc0[b] + cb + gg * k[b]
-                    Krow[b] = k[b]
+                        k[b] = cw * ss + cb + gg * k[b]
+                        Krow[b] = k[b]
+                else:
+                    for b in range(m):
+                        ss = d0 if mb[b] == -1 else acc0[b]
+                        k[b] = cw * ss + cb + gg * k[b]
+                        Krow[b] = k[b]
             if slot[ell] >= 0:
                 _mirror(K, T, kS, tS, slot[ell], tile, ntk)
     return failed
@@ -699,8 +703,8 @@ def hermite_tables(
                 lost += 1
         if lost:
             return lost
-    worst, ET, wide = np.empty((K, R)), np.empty((R + 1, N)), np.empty(N)
-    acc = np.empty(max(c.shape[2], R + 1))
+    E, wide = np.empty((K, N)), np.empty((K, N))
+    acc = np.empty(c.shape[2])
     n0 = ladder[start - 1] + 1 if start else 0
     for j in range(j0, J):
         if rungs[j] != start:
@@ -708,28 +712,23 @@ def hermite_tables(
         slots = where[j - j0]
         for a in range(N):
             _chebyshev(xs[j - j0, a], nodes[slots[a]], Tb[a])
-        worst[:] = 0.0
-        for k in range(K):
-            for a in range(N):  # the energy and the tails, then per rung along the samples
+        for k in range(K):  # the energies, then the tails rung by rung until one covers all
+            for a in range(N):
                 slot = slots[a]
-                _panel_run(A, slot, nodes[slot], Tb[a], col_E[k], R + 1, acc)
-                for i in range(R + 1):
-                    ET[i, a] = acc[i]
-                wide[a] = 1e-16 + 10.0 * err[slot]
-            E = ET[0]
-            for i in range(start, R):
-                t, out, w = ET[1 + i], tau[k, j, i], 0.0
-                for a in range(N):
-                    q = (max(t[a], 0.0) + wide[a] * E[a]) / E[a] if E[a] > 0 else 0.0
-                    out[a] = math.sqrt(q)
-                    w = max(w, q)
-                worst[k, i] = w
+                E[k, a] = _panel_value(A, slot, nodes[slot], Tb[a], col_E[k])
+                wide[k, a] = (1e-16 + 10.0 * err[slot]) * E[k, a]
         top = R
         for i in range(start, R):
-            ok = True
+            worst = 0.0
             for k in range(K):
-                ok = ok and worst[k, i] <= tol
-            if ok:
+                out = tau[k, j, i]
+                for a in range(N):
+                    slot = slots[a]
+                    t = _panel_value(A, slot, nodes[slot], Tb[a], col_T[k] + i)
+                    q = (max(t, 0.0) + wide[k, a]) / E[k, a] if E[k, a] > 0 else 0.0
+                    out[a] = math.sqrt(q)
+                    worst = max(worst, q)
+            if worst <= tol:
                 top = i + 1
                 break
         rungs[j] = top

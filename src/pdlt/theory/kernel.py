@@ -423,8 +423,8 @@ class _MehlerTables:
     def empty(cls, L: int, N: int, top: int) -> _MehlerTables:
         ladder = np.array([m for m in _SERIES_LADDER if m <= top])
         J = max(L - 1, 0)
-        return cls(
-            np.zeros((2, J, top + 1, N)),
+        return cls(  # the coefficients are read only where written (below each layer's top,
+            np.empty((2, J, top + 1, N)),  # of its parity): no zeros to write
             np.zeros((2, J, len(ladder), N)),
             np.zeros((2, J, N)),
             ladder,
