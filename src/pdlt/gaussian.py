@@ -1438,14 +1438,18 @@ def _strict_lower(m: int) -> tuple[np.ndarray, np.ndarray]:
     return np.tril_indices(m, -1)
 
 
-def row_blocks(block: Callable[[int, int], None], N: int) -> None:
+def row_blocks(block: Callable[[int, int], None], N: int, threaded_from: int = 256) -> None:
     """Run ``block(r0, r1)`` over row blocks of an (N, N) upper triangle (~65k entries each,
-    cache-sized), on several threads for large ``N``: numpy releases the GIL in its loops, and
-    the blocks write disjoint parts of the output (rows ``r0:r1`` right of the diagonal and
-    their mirror, columns ``r0:r1`` below it)."""
+    cache-sized), on several threads from ``N = threaded_from`` on: numpy and the compiled
+    kernels release the GIL in their loops, and the blocks write disjoint parts of the output
+    (rows ``r0:r1`` right of the diagonal and their mirror, columns ``r0:r1`` below it).  An
+    ``N`` too small for two blocks is cut in two of equal work (pairs) when threaded."""
     step = _rows_per_block(N)
     bounds = [(r0, min(r0 + step, N)) for r0 in range(0, N, step)]
-    threads = min(_THREADS, len(bounds)) if N >= 256 else 1
+    if len(bounds) == 1 and N >= threaded_from and _THREADS > 1:
+        h = int(round(N * (1 - math.sqrt(0.5))))  # rows 0..h-1 hold half the N^2/2 pairs
+        bounds = [(0, h), (h, N)]
+    threads = min(_THREADS, len(bounds)) if N >= threaded_from else 1
     if threads == 1 or getattr(_IN_POOL, "flag", False):  # nested: the caller is a worker
         for r0, r1 in bounds:
             block(r0, r1)
