@@ -720,3 +720,19 @@ def test_gram_runs_blas_on_one_thread_for_large_inputs():
         assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
     x = np.random.default_rng(2).normal(size=(1100, 4))
     np.testing.assert_allclose(Inputs(x).gram, x @ x.T / 4, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize(("N", "threaded_from"), [(100, 64), (100, 256), (2, 1), (700, 64)])
+def test_row_blocks_cover_every_row_once(N, threaded_from):
+    """``row_blocks`` hands out every row of the triangle exactly once, in blocks of rows; an
+    ``N`` that fits one block is cut in two of nearly equal work (pairs ``a <= b``) when it
+    runs threaded."""
+    from pdlt.gaussian import _THREADS, row_blocks
+
+    seen: list[tuple[int, int]] = []
+    row_blocks(lambda r0, r1: seen.append((r0, r1)), N, threaded_from=threaded_from)
+    rows = np.concatenate([np.arange(r0, r1) for r0, r1 in seen])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(N))
+    if N == 100 and threaded_from == 64 and _THREADS > 1:
+        work = [sum(N - r for r in range(r0, r1)) for r0, r1 in sorted(seen)]
+        assert len(work) == 2 and abs(work[0] - work[1]) <= N
