@@ -736,3 +736,27 @@ def test_row_blocks_cover_every_row_once(N, threaded_from):
     if N == 100 and threaded_from == 64 and _THREADS > 1:
         work = [sum(N - r for r in range(r0, r1)) for r0, r1 in sorted(seen)]
         assert len(work) == 2 and abs(work[0] - work[1]) <= N
+
+
+def test_mehler_flows_reuse_their_workspace_without_crosstalk():
+    """The coefficient tables live in a per-thread workspace that later flows reuse: flows of
+    different sizes and activations, one after another, give the same numbers to the last
+    bit as each run first in a fresh workspace."""
+    from pdlt.theory import kernel as kernel_module
+
+    if _compiled.kernels() is None:
+        pytest.skip("numba is not installed")
+    x = np.random.default_rng(12).normal(size=(70, 5))
+    cases = [("tanh", x[:70]), ("gelu", x[:33]), ("tanh", x[:20]), ("gelu", x[:70])]
+    alone = []
+    for name, inputs in cases:
+        kernel_module._WORKSPACE.__dict__.clear()
+        net = Network(name, depth=4, n_in=5, lambda_b=0.5, lambda_W=1.0)
+        alone.append(flow(net, inputs, fields=("K", "Theta")))
+    kernel_module._WORKSPACE.__dict__.clear()
+    for (name, inputs), ref in zip(cases, alone, strict=True):
+        net = Network(name, depth=4, n_in=5, lambda_b=0.5, lambda_W=1.0)
+        got = flow(net, inputs, fields=("K", "Theta"))
+        np.testing.assert_array_equal(got.K, ref.K)
+        np.testing.assert_array_equal(got.Theta, ref.Theta)
+    assert kernel_module._WORKSPACE.buf.size >= 2 * 3 * 65 * 70  # it was used

@@ -686,7 +686,8 @@ def hermite_tables(
     parity of each series (0 or 1 where every sample's panel has it or has no coefficients,
     else -1; a layer filled before keeps its own only where the new one agrees); and the
     coefficients ``c[k, j, n, a]`` for ``n`` from above the old top to the new one (those of
-    the other parity left 0).
+    the other parity not written, as they are never read; set to 0 below the old top where a
+    later fill loses the parity).
 
     Returns -1 when done; else the number of samples of the first layer whose panel is not
     loaded (the panels' indices into ``missing``, shape (N,) at least; nothing written)."""
@@ -738,7 +739,11 @@ def hermite_tables(
                 q = par[slots[a], k]
                 p = q if p == 2 else (p if q == p or q == 2 else -1)
             p = 0 if p == 2 else p
-            parity[k, j] = p if (start == 0 or parity[k, j] == p) else -1
+            old = parity[k, j]
+            parity[k, j] = p if (start == 0 or old == p) else -1
+            if start and old >= 0 and parity[k, j] < 0:  # the other parity's orders below the
+                for n in range(1 - old, n0, 2):  # old top were never written: they are
+                    c[k, j, n] = 0.0  # below _PARITY_TOL, so 0
             for e in range(2):  # the even orders' run of columns, then the odd ones'
                 if parity[k, j] == 1 - e:
                     continue
