@@ -659,19 +659,26 @@ def test_layers_are_checked_and_kept_by_results(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "parity"), [("tanh", (1, 0)), ("gelu", (-1, -1)), ("odd", (1, 0))]
+    ("name", "parity"),
+    [("tanh", (1, 0)), ("gelu", (0, 1)), ("swish", (0, 1)), ("odd", (1, 0)), ("mixed", (-1, -1))],
 )
-def test_fused_mehler_flow_sums_one_parity_for_odd_activations(monkeypatch, request, name, parity):
-    """An odd activation (tanh; a user callable ``sin z``) has only odd orders in
-    ``sigma``'s series and even ones in ``sigma'``'s (the other parity's energy is below
-    1e-13 of the total at every sample): the flow sums those alone, in ``rho^2``, and agrees
-    with the full sums (parity detection off) to 1e-12 of the scale.  As a check that this
-    can fail: forcing a parity on GELU, whose series has both, is off by far more."""
+def test_fused_mehler_flow_sums_one_parity_where_it_can(monkeypatch, request, name, parity):
+    """An odd activation (tanh; a user callable ``sin z``) has only odd orders in ``sigma``'s
+    series and even ones in ``sigma'``'s; GELU and SWISH are ``z/2`` plus an even function, so
+    ``sigma``'s series has even orders and ``c_1``, ``sigma'``'s odd ones and ``c_0`` (the
+    other orders' energy is below 1e-13 of the total at every sample).  The flow sums those
+    alone, in ``rho^2``, and agrees with the full sums (parity detection off) to 1e-12 of the
+    scale.  A user callable ``sin z + cos z`` has both parities in full; forcing one on it is
+    off by far more, so the check can fail."""
     from pdlt.theory import kernel as kernel_module
 
     if _compiled.kernels() is None:
         pytest.skip("numba is not installed")
-    act = Activation.from_callable(torch.sin, name="odd") if name == "odd" else activation(name)
+    callables = {"odd": torch.sin, "mixed": lambda z: torch.sin(z) + torch.cos(z)}
+    if name in callables:
+        act = Activation.from_callable(callables[name], name=name)
+    else:
+        act = activation(name)
     gram, (C_b, C_W, g), lam = _mehler_case(0.0, n=30)
     seen: list[np.ndarray] = []
     real = kernel_module._MehlerTables.run
@@ -694,7 +701,7 @@ def test_fused_mehler_flow_sums_one_parity_for_odd_activations(monkeypatch, requ
     assert (seen[-1] == -1).all()
     for F, R in ((K, K0), (T, T0)):
         np.testing.assert_allclose(F, R, rtol=0, atol=1e-12 * np.max(np.abs(R)))
-    if name == "gelu":
+    if name == "mixed":
         monkeypatch.setattr(gaussian_module, "_PARITY_TOL", 1e100)  # both "quiet": even forced
         fresh_tables()
         Kf, _ = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)

@@ -349,9 +349,11 @@ def _series(
     """``acc[b] = sum_{n <= mb[b]} c[n, a] c[n, a + b] rho[b]^n`` for ``b = 1..m-1`` (0 where
     ``mb[b] < 0``) by Horner's rule, in chunks of ``_CHUNK`` pairs, each run from its own
     highest order, with the terms above a pair's own ``mb[b]`` left out (so its value is that
-    of its own sum to the last bit, whatever its neighbours).  With ``parity`` 0 or 1 only the
-    even or odd orders are summed, by Horner's rule in ``rho2 = rho^2`` (times ``rho`` for the
-    odd ones): the others vanish (an odd activation: ``sigma`` odd, ``sigma'`` even)."""
+    of its own sum to the last bit, whatever its neighbours).  With ``parity`` 0 or 1 the
+    orders of that parity are summed by Horner's rule in ``rho2 = rho^2`` (times ``rho`` for
+    the odd ones), and of the other parity only the lowest, ``1 - parity``: the others vanish
+    (tanh: ``sigma`` odd, ``sigma'`` even; GELU, SWISH: ``sigma = z/2`` plus an even function,
+    ``sigma'`` the constant ``1/2`` plus an odd one)."""
     step = 1 if parity < 0 else 2
     x = rho if parity < 0 else rho2
     for b0 in range(1, m, _CHUNK):
@@ -366,9 +368,14 @@ def _series(
         ac[:] = 0.0
         n = _terms_masked(c, a, a + b0, a + b1, xx, pb, ac, top, max(low, -1), step)
         _terms(c, a, a + b0, a + b1, xx, ac, n, step)
-        if parity == 1:
+        if parity == 1:  # times rho, plus the even orders' lowest, c_0
+            t, e = c[0, a], c[0, a + b0 : a + b1]
             for i in range(b1 - b0):
-                ac[i] *= rho[b0 + i]
+                ac[i] = ac[i] * rho[b0 + i] + (t * e[i] if pb[i] >= 0 else 0.0)
+        elif parity == 0:  # plus the odd orders' lowest, c_1 rho
+            t, e = c[1, a], c[1, a + b0 : a + b1]
+            for i in range(b1 - b0):
+                ac[i] += t * e[i] * rho[b0 + i] if pb[i] >= 1 else 0.0
 
 
 @njit(inline="always", error_model="numpy")
@@ -742,13 +749,13 @@ def hermite_tables(
             old = parity[k, j]
             parity[k, j] = p if (start == 0 or old == p) else -1
             if start and old >= 0 and parity[k, j] < 0:  # the other parity's orders below the
-                for n in range(1 - old, n0, 2):  # old top were never written: they are
-                    c[k, j, n] = 0.0  # below _PARITY_TOL, so 0
+                for n in range(3 - old, n0, 2):  # old top but its lowest were never written:
+                    c[k, j, n] = 0.0  # they are below _PARITY_TOL, so 0
             for e in range(2):  # the even orders' run of columns, then the odd ones'
-                if parity[k, j] == 1 - e:
-                    continue
-                # orders n = 2 i + e from above the old top to the new one
+                # orders n = 2 i + e from above the old top to the new one; of the other
+                # parity than the layer's, the lowest alone (order 1 - parity)
                 i0, i1 = (n0 - e + 1) // 2, (ladder[top - 1] - e) // 2 + 1
+                i1 = min(i1, 1) if parity[k, j] == 1 - e else i1
                 for a in range(N):
                     slot = slots[a]
                     _panel_run(A, slot, nodes[slot], Tb[a], col_c[k] + e * half + i0, i1 - i0, acc)

@@ -1583,8 +1583,10 @@ class _PanelLayout:
 class _Panel:
     """The Chebyshev series in ``log s`` of a panel's quantities: coefficients ``A`` (P, Q) in
     ``x = 2 t - 1``, ``t = 8 log2(s) - g`` in ``[0, 1)`` (:func:`panel_of`), the error estimate
-    ``err`` relative to the energy, and the ``parity`` of the coefficients at every node (0 or
-    1: only even or only odd orders above ``_PARITY_TOL``; -1: both)."""
+    ``err`` relative to the energy, and the ``parity`` of the coefficients at every node: ``p``
+    = 0 or 1 when the orders of the other parity but its lowest (``1 - p``) are below
+    ``_PARITY_TOL`` (tanh: ``sigma`` odd, 1; GELU, SWISH: ``sigma`` is ``z/2`` plus an even
+    function, 0, and ``sigma'`` 1), else -1."""
 
     A: np.ndarray
     err: float
@@ -1648,7 +1650,8 @@ def _hermite_panel(act: Activation, k: int, M: int, g: int) -> _Panel:
 
     A, err = _chebyshev_series(g, values, scale)
     c, e = last
-    quiet = [np.all(np.sum(c[:, 1 - p :: 2] ** 2, axis=1) <= _PARITY_TOL**2 * e) for p in (0, 1)]
+    # the other parity's orders above its lowest (GELU, SWISH: sigma = z/2 + an even function)
+    quiet = [np.all(np.sum(c[:, 3 - p :: 2] ** 2, axis=1) <= _PARITY_TOL**2 * e) for p in (0, 1)]
     return _Panel(A, err, 0 if quiet[0] else (1 if quiet[1] else -1))
 
 
@@ -1677,7 +1680,7 @@ class _HermiteTable:
     ``g0..g0 + G - 1`` in slots ``0..G-1`` (zero-padded to the largest ``P``) and in the last
     slot the constant values at ``s = 0``; per slot the number of ``nodes`` (0: not loaded),
     the error estimate ``err`` (the larger of the two orders') and the ``parity`` (G + 1, 2),
-    as :class:`_Panel`'s (2 at ``s = 0`` where ``sigma^{(k)}(0) = 0``: no coefficient at all).
+    as :class:`_Panel`'s (2 at ``s = 0``: ``c_0`` alone fits either parity).
     Kept per activation (:func:`_hermite_table`), so later flows only interpolate."""
 
     def __init__(self, act: Activation, M: int) -> None:
@@ -1691,8 +1694,8 @@ class _HermiteTable:
         for k in (0, 1):  # sigma^{(k)}(0): c_0 alone, no tail
             self.A[0, 0, k * lay.width + lay.coef] = at0[k][0]
             self.A[0, 0, k * lay.width + lay.energy] = at0[k][0] ** 2
-        # c_n = 0 for n > 0: even, or no coefficient at all (2: either parity) where c_0 = 0
-        self.parity = np.array([[0 if at0[k][0] else 2 for k in (0, 1)]], dtype=np.int64)
+        # c_n = 0 for n > 0: either parity (2; c_0 is the odd orders' lowest exception)
+        self.parity = np.full((1, 2), 2, dtype=np.int64)
 
     def load(self, panels: np.ndarray) -> bool:
         """Compute the ``panels`` not loaded yet (growing the arrays to cover them); False
