@@ -368,14 +368,35 @@ def _series(
         ac[:] = 0.0
         n = _terms_masked(c, a, a + b0, a + b1, xx, pb, ac, top, max(low, -1), step)
         _terms(c, a, a + b0, a + b1, xx, ac, n, step)
-        if parity == 1:  # times rho, plus the even orders' lowest, c_0
-            t, e = c[0, a], c[0, a + b0 : a + b1]
+        if parity == 1:
             for i in range(b1 - b0):
-                ac[i] = ac[i] * rho[b0 + i] + (t * e[i] if pb[i] >= 0 else 0.0)
-        elif parity == 0:  # plus the odd orders' lowest, c_1 rho
-            t, e = c[1, a], c[1, a + b0 : a + b1]
-            for i in range(b1 - b0):
-                ac[i] += t * e[i] * rho[b0 + i] if pb[i] >= 1 else 0.0
+                ac[i] *= rho[b0 + i]
+        # the other parity's lowest order, where this row has it (the tables hold an exact 0
+        # where it is negligible, as for tanh: adding it would change nothing)
+        if parity >= 0 and c[1 - parity, a] != 0.0:
+            _lowest(c, a, b0, b1, rho, mb, ac, 1 - parity)
+
+
+@njit(error_model="numpy")  # not inlined: inlined, it slowed the loops around it by 15%
+def _lowest(
+    c: np.ndarray,
+    a: int,
+    b0: int,
+    b1: int,
+    rho: np.ndarray,
+    mb: np.ndarray,
+    ac: np.ndarray,
+    n: int,
+) -> None:
+    """``ac[i] += c[n, a] c[n, a + b] rho[b]^n`` for ``b = b0 + i < b1`` where ``mb[b] >= n``,
+    ``n`` = 0 or 1: the one order of the other parity that :func:`_series` adds."""
+    t, e, r, m = c[n, a], c[n, a + b0 : a + b1], rho[b0:b1], mb[b0:b1]
+    if n == 1:
+        for i in range(b1 - b0):
+            ac[i] += t * e[i] * r[i] if m[i] >= 1 else 0.0
+    else:
+        for i in range(b1 - b0):
+            ac[i] += t * e[i] if m[i] >= 0 else 0.0
 
 
 @njit(inline="always", error_model="numpy")

@@ -1652,7 +1652,13 @@ def _hermite_panel(act: Activation, k: int, M: int, g: int) -> _Panel:
     c, e = last
     # the other parity's orders above its lowest (GELU, SWISH: sigma = z/2 + an even function)
     quiet = [np.all(np.sum(c[:, 3 - p :: 2] ** 2, axis=1) <= _PARITY_TOL**2 * e) for p in (0, 1)]
-    return _Panel(A, err, 0 if quiet[0] else (1 if quiet[1] else -1))
+    parity = 0 if quiet[0] else (1 if quiet[1] else -1)
+    if parity >= 0:  # those orders are exactly 0, and so is the lowest where it is as small
+        low = 1 - parity
+        A[:, low + 2 : lay.M + 1 : 2] = 0.0
+        if np.all(c[:, low] ** 2 <= _PARITY_TOL**2 * e):
+            A[:, low] = 0.0
+    return _Panel(A, err, parity)
 
 
 @lru_cache(maxsize=2048)
