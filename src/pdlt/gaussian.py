@@ -22,10 +22,10 @@ Three entry points:
     ``<sigma^{(i)}(z_a) sigma^{(j)}(z_b)>`` for every pair of samples of an ``N x N`` kernel
     (the kernel and NTK recursions (4.118), (8.63)): arc-cosine closed forms for the
     scale-invariant family, Mehler's Hermite series with a rigorous tail bound (1e-10 of the
-    kernel scale) for smooth activations, so ``N`` one-dimensional integrals (or 33 per octave
-    of the standard deviation, at Chebyshev points, kept and interpolated) replace ``N^2``
-    two-dimensional ones; pairs neither covers go to :func:`moments`.  With numba, the kernel
-    and NTK flows of several inputs run these forms fused over all layers
+    kernel scale) for smooth activations, so ``N`` one-dimensional integrals (or 12 per 1/8
+    octave of the standard deviation, at Chebyshev points in ``log s``, kept and interpolated)
+    replace ``N^2`` two-dimensional ones; pairs neither covers go to :func:`moments`.  With
+    numba, the kernel and NTK flows of several inputs run these forms fused over all layers
     (:func:`pdlt.theory.kernel.arc_cosine_flow`, :func:`pdlt.theory.kernel.mehler_flow`).
 
 Quadrature
