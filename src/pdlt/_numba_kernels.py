@@ -697,9 +697,11 @@ def hermite_tables(
     rungs: np.ndarray,
     parity: np.ndarray,
     j0: int,
+    j1: int,
     missing: np.ndarray,
 ) -> int:
-    """The per-layer inputs of :func:`mehler_rows` for layers ``j >= j0`` from a panel table
+    """The per-layer inputs of :func:`mehler_rows` for layers ``j0 <= j < j1`` (each on its
+    own: ranges of layers may run on several threads) from a panel table
     (as :func:`hermite_diagonal`; in each order's columns the ``half`` even orders first, then
     the odd ones; ``err`` (G + 1,) its error estimates, ``par`` (G + 1, 2) the parities of the
     orders' coefficients) for the first ``K`` orders (1: ``sigma``; 2: and
@@ -719,11 +721,10 @@ def hermite_tables(
 
     Returns -1 when done; else the number of samples of the first layer whose panel is not
     loaded (the panels' indices into ``missing``, shape (N,) at least; nothing written)."""
-    J, N = rungs.shape[0], var.shape[1]
-    P, R = A.shape[1], ladder.shape[0]
+    N, P, R = var.shape[1], A.shape[1], ladder.shape[0]
     Tb, lost = np.empty((N, P)), 0
-    where, xs = np.empty((J - j0, N), dtype=np.int64), np.empty((J - j0, N))
-    for j in range(j0, J):
+    where, xs = np.empty((j1 - j0, N), dtype=np.int64), np.empty((j1 - j0, N))
+    for j in range(j0, j1):
         for a in range(N):
             s = math.sqrt(var[j, a])
             where[j - j0, a], xs[j - j0, a] = _panel_slot(s, g0, nodes, per)
@@ -735,7 +736,7 @@ def hermite_tables(
     E, wide = np.empty((K, N)), np.empty((K, N))
     acc = np.empty(c.shape[2])
     n0 = ladder[start - 1] + 1 if start else 0
-    for j in range(j0, J):
+    for j in range(j0, j1):
         if rungs[j] != start:
             continue
         slots = where[j - j0]

@@ -72,6 +72,7 @@ every value.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -1449,14 +1450,23 @@ def row_blocks(block: Callable[[int, int], None], N: int, threaded_from: int = 2
     if len(bounds) == 1 and N >= threaded_from and _THREADS > 1:
         h = int(round(N * (1 - math.sqrt(0.5))))  # rows 0..h-1 hold half the N^2/2 pairs
         bounds = [(0, h), (h, N)]
-    threads = min(_THREADS, len(bounds)) if N >= threaded_from else 1
-    if threads == 1 or getattr(_IN_POOL, "flag", False):  # nested: the caller is a worker
+    if N < threaded_from:
         for r0, r1 in bounds:
             block(r0, r1)
         return
     # interleave long (top) and short (bottom) blocks so the threads finish together
     order = [b for pair in zip(bounds, bounds[::-1], strict=True) for b in pair][: len(bounds)]
-    for f in [_pool().submit(block, r0, r1) for r0, r1 in order]:
+    in_parallel([functools.partial(block, r0, r1) for r0, r1 in order])
+
+
+def in_parallel(tasks: Sequence[Callable[[], object]]) -> None:
+    """Run ``tasks`` on the engine's threads (:func:`_pool`), or in turn when there is one
+    thread, one task, or the caller is itself one of those threads (nested)."""
+    if _THREADS == 1 or len(tasks) < 2 or getattr(_IN_POOL, "flag", False):
+        for task in tasks:
+            task()
+        return
+    for f in [_pool().submit(task) for task in tasks]:
         f.result()
 
 

@@ -16,6 +16,7 @@ All Gaussian expectations go through :mod:`pdlt.gaussian`.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from ..gaussian import (
     _hermite_table,
     arc_cosine_angle,
     arc_cosine_constants,
+    in_parallel,
     moments,
     pairwise_moments,
     row_blocks,
@@ -515,15 +517,26 @@ class _MehlerTables:
                 return False
         cols = [np.array([lay.coef, Q + lay.coef]), energy, np.array([lay.tails, Q + lay.tails])]
         ladder = np.array(lay.ladder)
-        while True:
-            lost = fused.hermite_tables(
+        # the layers are independent once the diagonal is known: two halves on two threads
+        J, N = len(self.rungs), len(var[0])
+        mid = (j0 + J) // 2 if N >= _THREADED_FROM and J - j0 >= 2 else J
+        parts = [(lo, hi) for lo, hi in ((j0, mid), (mid, J)) if hi > lo]
+        spare = [missing, np.empty_like(missing)]
+        lost = [-1] * len(parts)
+
+        def part(k: int) -> None:
+            lost[k] = fused.hermite_tables(
                 var, table.A, table.nodes, table.g0, _COEF_PANELS, table.err, table.parity,
                 *cols, ladder, start, _SERIES_TOL, 2 if ntk else 1, M // 2 + 1, self.c, self.tau,
-                self.rungs, self.parity, j0, missing,
+                self.rungs, self.parity, *parts[k], spare[k],
             )  # fmt: skip
-            if lost < 0:
+
+        while True:  # a layer done stays done (its rungs moved on from start)
+            in_parallel([functools.partial(part, k) for k in range(len(parts))])
+            if max(lost) < 0:
                 return True
-            if not table.load(missing[:lost]):
+            gone = np.concatenate([spare[k][:n] for k, n in enumerate(lost) if n >= 0])
+            if not table.load(gone):
                 return False
 
     def run(
