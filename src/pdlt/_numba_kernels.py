@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 PI = math.pi
 _PI_2 = math.pi / 2
@@ -35,6 +37,21 @@ _Q0, _Q1, _Q2, _Q3, _Q4 = (
     4.853903996359136964868e02,
     1.945506571482613964425e02,
 )
+
+
+@intrinsic
+def _unowned(typingctx, arr):  # noqa: ANN001, ANN202 (numba's intrinsic signature)
+    """``arr`` without its reference count, for an array that outlives the kernel (an argument):
+    numba counts every view taken of an owned array with an atomic increment and decrement,
+    which took a third of ``mehler_rows``' time in its per-row and per-order views."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        ary = context.make_array(arr)(context, builder, value=args[0])
+        ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
+        ary.parent = cgutils.get_null_value(ary.parent.type)
+        return ary._getvalue()
+
+    return arr(arr), codegen
 
 
 @njit(inline="always", error_model="numpy")
@@ -400,6 +417,35 @@ def _lowest(
 
 
 @njit(inline="always", error_model="numpy")
+def _fails(
+    p: float, r: float, ta: tuple, tb: tuple, b: int, n: int, tol: float
+) -> int:
+    """How many of four consecutive rungs ``m = L, 2 L, 4 L, 8 L`` fail to cover a pair, the
+    first ``n`` of them only: their tail bounds ``|rho|^(m + 1) tau_m(a) tau_m(b)`` above
+    ``tol`` (``p = |rho|^L``, ``r = |rho|``; ``ta`` the four ``tau_m(a)``, ``tb`` the four
+    rows of ``tau_m`` from which ``b`` is read).  The tails decrease along the ladder (see
+    :func:`hermite_tables`), so the rungs that fail are the first ones."""
+    f = p * r * ta[0] * tb[0][b] > tol
+    p = p * p
+    f += (p * r * ta[1] * tb[1][b] > tol) & (n > 1)
+    p = p * p
+    f += (p * r * ta[2] * tb[2][b] > tol) & (n > 2)
+    p = p * p
+    f += (p * r * ta[3] * tb[3][b] > tol) & (n > 3)
+    return f
+
+
+@njit(inline="always", error_model="numpy")
+def _rungs4(tau: np.ndarray, g: int, a: int) -> tuple[tuple, tuple]:
+    """For :func:`_fails`: the tails at the rungs ``g..g+3`` (the last one repeated past the
+    end) of the row's sample ``a`` and the rows of them from ``a`` on."""
+    R = tau.shape[0] - 1
+    i0, i1, i2, i3 = min(g, R), min(g + 1, R), min(g + 2, R), min(g + 3, R)
+    ta = (tau[i0, a], tau[i1, a], tau[i2, a], tau[i3, a])
+    return ta, (tau[i0, a:], tau[i1, a:], tau[i2, a:], tau[i3, a:])
+
+
+@njit(inline="always", error_model="numpy")
 def _orders(
     k: np.ndarray,
     m: int,
@@ -416,47 +462,56 @@ def _orders(
     ntk: bool,
     rh: np.ndarray,
     rh2: np.ndarray,
-    pw: np.ndarray,
     mb: np.ndarray,
     md: np.ndarray,
 ) -> int:
     """For the pairs ``(a, a + b)``, ``b = 1..m-1``, of a row: ``rho`` into ``rh`` (and
-    ``rho^2`` into ``rh2``), and the
-    orders ``m`` of ``sigma``'s and (if ``ntk``) ``sigma'``'s series into ``mb, md``: the
-    first rung of ``ladder`` (doubling, from 8) whose tail bound
-    ``|rho|^(m+1) tau_m(a) tau_m(b)`` is at most ``tol``; -1 for the diagonal and duplicated
-    pairs (``K_ab = K_aa = K_bb``), 0 where no rung does.  Each pass over the row is
-    branch-free, so it vectorizes.  Returns the number of pairs no rung covers."""
-    for b in range(1, m):
-        rho = min(max(k[b] * (ia * ij[a + b]), -1.0), 1.0)
+    ``rho^2`` into ``rh2``), and the orders ``m`` of ``sigma``'s and (if ``ntk``)
+    ``sigma'``'s series into ``mb, md``: the first of the first ``rungs`` rungs of ``ladder``
+    (which must be ``8 << i``) whose tail bound ``|rho|^(m+1) tau_m(a)
+    tau_m(b)`` is at most ``tol``; -1 for the diagonal and duplicated pairs (``K_ab = K_aa =
+    K_bb``), 0 where no rung does.  ``vj, ij`` are the row's ``K_bb`` and ``1/sqrt(K_bb)``
+    from ``a`` on.  Four rungs a pass, branch-free, so it vectorizes.  Returns the number of
+    pairs no rung covers."""
+    ta0, tb0 = _rungs4(tau0, 0, a)
+    ta1, tb1 = _rungs4(tau1, 0, a)
+    n = min(rungs, 4)
+    for b in range(1, m):  # the first four rungs, with rho (two loops: each vectorizes)
+        rho = min(max(k[b] * (ia * ij[b]), -1.0), 1.0)
         rh[b] = rho
         q = rho * rho
         rh2[b] = q
         q = q * q
-        pw[b] = q * q  # |rho|^8, then ^16, ^32, ...: the bound at rung m has |rho|^(m+1)
-        mb[b] = -2
-        md[b] = -2
-    for i in range(rungs):
-        lad, open_ = ladder[i], 0
-        t0a, t1a, t0r, t1r = tau0[i, a], tau1[i, a], tau0[i, a:], tau1[i, a:]
+        mb[b] = _fails(q * q, abs(rho), ta0, tb0, b, n, tol)
+    if ntk:
         for b in range(1, m):
-            qa = pw[b] * abs(rh[b])
-            m0 = lad if (mb[b] == -2 and qa * t0a * t0r[b] <= tol) else mb[b]
-            m1 = lad if (md[b] == -2 and qa * t1a * t1r[b] <= tol) else md[b]
-            mb[b], md[b] = m0, m1
-            open_ += (m0 == -2) | (ntk & (m1 == -2))
-            pw[b] = pw[b] * pw[b]
-        if open_ == 0:
-            break
+            q = rh2[b] * rh2[b]
+            md[b] = _fails(q * q, abs(rh[b]), ta1, tb1, b, n, tol)
+    for g in range(4, rungs, 4):  # pairs no rung covered so far (a rare retry with more)
+        ta0, tb0 = _rungs4(tau0, g, a)
+        ta1, tb1 = _rungs4(tau1, g, a)
+        n = min(rungs - g, 4)
+        for b in range(1, m):
+            if mb[b] == g or (ntk and md[b] == g):
+                r = abs(rh[b])
+                p = r
+                for _ in range(3 + g):  # |rho|^(8 << g)
+                    p = p * p
+                mb[b] += _fails(p, r, ta0, tb0, b, n, tol) if mb[b] == g else 0
+                md[b] += _fails(p, r, ta1, tb1, b, n, tol) if ntk and md[b] == g else 0
     lost = 0
     for b in range(1, m):
-        kb, m0, m1 = k[b], mb[b], md[b]
-        dup = (kb == va) & (kb == vj[a + b])  # z_a = z_b: one-dimensional
-        lost += ((m0 == -2) | (ntk & (m1 == -2))) & ~dup
-        mb[b] = -1 if dup else (0 if m0 == -2 else m0)
-        md[b] = -1 if (dup or not ntk) else (0 if m1 == -2 else m1)
+        kb, f0, f1 = k[b], mb[b], md[b]
+        dup = (kb == va) & (kb == vj[b])  # z_a = z_b: one-dimensional
+        lost += ((f0 >= rungs) | (ntk & (f1 >= rungs))) & ~dup
+        mb[b] = -1 if dup else (0 if f0 >= rungs else 8 << f0)
+        md[b] = -1 if (dup or not ntk) else (0 if f1 >= rungs else 8 << f1)
     mb[0], md[0] = -1, -1  # the diagonal
     return lost
+
+
+TILE = 16  # rows of pairs that go through all layers together
+MEHLER_WORK = 2 * TILE + 6  # rows of mehler_rows' scratch
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -487,6 +542,8 @@ def mehler_rows(
     i1: int,
     bad: np.ndarray,
     ntk: bool,
+    work: np.ndarray,
+    iwork: np.ndarray,
 ) -> np.ndarray:
     """Rows ``rows[i0:i1]`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in
     place, for a smooth activation by Mehler's series; the fused
@@ -523,6 +580,8 @@ def mehler_rows(
         Sorted rows, of which those at ``rows[i0:i1]`` are done here.
     bad : ndarray of bool, shape (N,)
         Set for a row with a pair that no rung covers.
+    work, iwork : ndarray, shape (MEHLER_WORK, N), and of int, shape (2, N)
+        Scratch, the caller's (so that their views are not counted: :func:`_unowned`).
 
     Returns
     -------
@@ -530,12 +589,15 @@ def mehler_rows(
         Pairs per layer that no rung covers; if any, the values of their rows (``bad``) are
         not to be used.
     """
-    L, N = C_b.shape[0], gram.shape[0]
-    R = 16
-    kS, tS = np.empty((R, N)), np.empty((R, N))
-    rh, rh2, pw, acc0, acc1 = np.empty(N), np.empty(N), np.empty(N), np.empty(N), np.empty(N)
-    junk = np.empty((2, N))
-    mb, md = np.empty(N, dtype=np.int64), np.empty(N, dtype=np.int64)
+    L, N, R = C_b.shape[0], gram.shape[0], TILE
+    gram, K, T, var, inv = _unowned(gram), _unowned(K), _unowned(T), _unowned(var), _unowned(inv)
+    c0, c1, tau0, tau1 = _unowned(c0), _unowned(c1), _unowned(tau0), _unowned(tau1)
+    d00, d11, rows, work, iwork = (
+        _unowned(d00), _unowned(d11), _unowned(rows), _unowned(work), _unowned(iwork)
+    )
+    kS, tS, junk = work[:R], work[R : 2 * R], work[2 * R : 2 * R + 2]
+    rh, rh2, acc0, acc1 = work[2 * R + 2], work[2 * R + 3], work[2 * R + 4], work[2 * R + 5]
+    mb, md = iwork[0], iwork[1]
     failed = np.zeros(L, dtype=np.int64)
     for p0 in range(i0, i1, R):
         tile = rows[p0 : min(p0 + R, i1)]
@@ -548,8 +610,8 @@ def mehler_rows(
                 a = tile[p]
                 k, t, m = kS[p, a:], tS[p, a:], N - a
                 lost = _orders(
-                    k, m, var[j, a], inv[j, a], var[j], inv[j], tau0[j], tau1[j], ladder,
-                    rungs[j], a, tol, ntk, rh, rh2, pw, mb, md,
+                    k, m, var[j, a], inv[j, a], var[j, a:], inv[j, a:], tau0[j], tau1[j],
+                    ladder, rungs[j], a, tol, ntk, rh, rh2, mb, md,
                 )  # fmt: skip
                 failed[ell] += lost
                 bad[a] |= lost > 0
@@ -710,7 +772,8 @@ def hermite_tables(
     the last of ``start`` rungs, which gain the rungs above).
 
     Per layer: the normalized tails ``tau[k, j, i, a] = sqrt(T_m / E)`` at the new rungs
-    ``m = ladder[i]``, widened by ``(1e-16 + 10 err) E`` (so the bound stays one);
+    ``m = ladder[i]``, widened by ``(1e-16 + 10 err) E`` (so the bound stays one), each at
+    most the one below (``T_m`` decreases with ``m``; :func:`_orders` relies on it);
     ``rungs[j]``, the first rung whose tail bound ``tau_m(a) tau_m(b) |rho|^(m + 1)`` is below
     ``tol`` for every pair whatever ``rho`` (``max_a tau_m(a)^2 <= tol``), else all; the
     parity of each series (0 or 1 where every sample's panel has it or has no coefficients,
@@ -756,8 +819,11 @@ def hermite_tables(
                     slot = slots[a]
                     t = _panel_value(A, slot, nodes[slot], Tb[a], col_T[k] + i)
                     q = (max(t, 0.0) + wide[k, a]) / E[k, a] if E[k, a] > 0 else 0.0
-                    out[a] = math.sqrt(q)
-                    worst = max(worst, q)
+                    # the tails decrease along the ladder (T_m is a sum of the squares
+                    # above m): where interpolation says otherwise, the rung below bounds it
+                    t = math.sqrt(q) if i == 0 else min(math.sqrt(q), tau[k, j, i - 1, a])
+                    out[a] = t
+                    worst = max(worst, t * t)
             if worst <= tol:
                 top = i + 1
                 break

@@ -562,7 +562,9 @@ class _MehlerTables:
         ntk = Theta is not None
 
         def block(i0: int, i1: int) -> None:
-            failed.append(fused.mehler_rows(*args, i0, i1, bad, ntk))
+            work = np.empty((fused.MEHLER_WORK, len(X)))
+            iwork = np.empty((2, len(X)), dtype=np.int64)
+            failed.append(fused.mehler_rows(*args, i0, i1, bad, ntk, work, iwork))
 
         row_blocks(block, len(rows), threaded_from=_THREADED_FROM)
         return np.sum(failed, axis=0), bad
