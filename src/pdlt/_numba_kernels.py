@@ -417,9 +417,7 @@ def _lowest(
 
 
 @njit(inline="always", error_model="numpy")
-def _fails(
-    p: float, r: float, ta: tuple, tb: tuple, b: int, n: int, tol: float
-) -> int:
+def _fails(p: float, r: float, ta: tuple, tb: tuple, b: int, n: int, tol: float) -> int:
     """How many of four consecutive rungs ``m = L, 2 L, 4 L, 8 L`` fail to cover a pair, the
     first ``n`` of them only: their tail bounds ``|rho|^(m + 1) tau_m(a) tau_m(b)`` above
     ``tol`` (``p = |rho|^L``, ``r = |rho|``; ``ta`` the four ``tau_m(a)``, ``tb`` the four
@@ -592,9 +590,8 @@ def mehler_rows(
     L, N, R = C_b.shape[0], gram.shape[0], TILE
     gram, K, T, var, inv = _unowned(gram), _unowned(K), _unowned(T), _unowned(var), _unowned(inv)
     c0, c1, tau0, tau1 = _unowned(c0), _unowned(c1), _unowned(tau0), _unowned(tau1)
-    d00, d11, rows, work, iwork = (
-        _unowned(d00), _unowned(d11), _unowned(rows), _unowned(work), _unowned(iwork)
-    )
+    d00, d11, rows = _unowned(d00), _unowned(d11), _unowned(rows)
+    work, iwork = _unowned(work), _unowned(iwork)
     kS, tS, junk = work[:R], work[R : 2 * R], work[2 * R : 2 * R + 2]
     rh, rh2, acc0, acc1 = work[2 * R + 2], work[2 * R + 3], work[2 * R + 4], work[2 * R + 5]
     mb, md = iwork[0], iwork[1]
