@@ -487,56 +487,63 @@ def test_fused_mehler_flow_matches_layer_by_layer(name, gamma):
 
 
 def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(monkeypatch):
-    """With the first ladder cut to m = 8, some pairs are not covered and the rows that have
-    one run again with coefficients to 256 from the first layer where that happened (same
-    numbers as the layer-by-layer path).  A failure reported at layer 3 in row 4 alone makes
-    the second run do row 4 only, and a pair covered before keeps its value: the result is
-    the first run's to the last bit, at every layer, also when only the last layer is kept.
-    A variance above (3 scale)^2 makes it decline (None), and ``flow`` then takes the
-    layer-by-layer path."""
+    """Pairs that 64 terms do not cover go on alone from the layer where that happened, with
+    coefficients to 256 on their samples (``mehler_pairs``).  A pair injected as not covered
+    at layer 3 is recomputed from there to the first run's values to the last bit, at every
+    layer, also when only the last layer is kept (``mehler_pairs`` repeats ``mehler_rows``'
+    arithmetic).  With the first ladder cut to m = 8, or with pairs 1e-7 apart and
+    antiparallel (|rho| ~ 1), some pairs, not all, are retried, and the flow matches the
+    layer-by-layer path; more than ``_SERIES_RETRY_MAX`` of them, or a variance above
+    (3 scale)^2, makes it decline (None), and ``flow`` then takes the layer-by-layer path."""
     from pdlt.theory import kernel as kernel_module
 
     if _compiled.kernels() is None:
         pytest.skip("numba is not installed")
     act = activation("tanh")
     gram, (C_b, C_W, g), lam = _mehler_case(0.0, n=10)
-    runs: list[tuple[np.ndarray, np.ndarray]] = []
+    runs: list[tuple[np.ndarray, np.ndarray] | None] = []
     real = kernel_module._MehlerTables.run
-    inject = [False]
+    inject: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def recording(self, fused, X, K, Theta, var, f64, slot, rows):
-        failed, bad = real(self, fused, X, K, Theta, var, f64, slot, rows)
-        if inject[0] and not runs:
-            failed[3] += 1
-            bad[4] = True
-        runs.append((rows.copy(), failed.copy()))
-        return failed, bad
+    def recording(self, fused, X, K, Theta, var, f64, slot):
+        found = real(self, fused, X, K, Theta, var, f64, slot)
+        if inject and found is not None:
+            found = tuple(np.concatenate([f, i]) for f, i in zip(found, inject[0], strict=True))
+        runs.append(found)
+        return found
 
     monkeypatch.setattr(kernel_module._MehlerTables, "run", recording)
     # without the pairs 1e-7 apart and antiparallel (|rho| ~ 1 needs more than 64 terms)
     far = np.delete(np.delete(gram, [11, 12], axis=0), [11, 12], axis=1)
     K0, T0 = kernel_module.mehler_flow(act, far, C_b, C_W, g, *lam)
-    assert len(runs) == 1  # every pair covered by 64 terms
+    assert len(runs) == 1 and len(runs[0][0]) == 0  # every pair covered by 64 terms
+    # pair (4, 7) as if not covered at layer 3: it goes on from K^(3), Theta^(3) (index 2)
+    inject.append((np.array([[4, 7, 3]]), np.array([[K0[2, 4, 7], T0[2, 4, 7]]])))
     for keep in (None, np.array([len(C_b) - 1])):
-        runs.clear()
-        inject[0] = True
         K, T = kernel_module.mehler_flow(act, far, C_b, C_W, g, *lam, keep=keep)
-        assert len(runs) == 2 and runs[1][0].tolist() == [4] and not runs[1][1].any()
         sel = slice(None) if keep is None else keep
         np.testing.assert_array_equal(K, K0[sel])
         np.testing.assert_array_equal(T, T0[sel])
+    inject.clear()
     Kr, Tr = _layer_by_layer(act, far, C_b, C_W, g, *lam)
     for F, R in ((K0, Kr), (T0, Tr)):
         np.testing.assert_allclose(F, R, rtol=0, atol=1e-9 * np.max(R))
     Kr, Tr = _layer_by_layer(act, gram, C_b, C_W, g, *lam)
-    runs.clear()
-    inject[0] = False
-    monkeypatch.setattr(kernel_module, "_SERIES_FIRST", 8)
-    K, T = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
-    assert len(runs) == 2 and runs[0][1].any() and not runs[1][1].any()
-    assert 0 < len(runs[1][0]) < len(gram)  # the rows with a pair not covered, not all
-    np.testing.assert_allclose(K, Kr, rtol=0, atol=1e-9 * np.max(Kr))
-    np.testing.assert_allclose(T, Tr, rtol=0, atol=1e-9 * np.max(Tr))
+    N = len(gram)
+    for first in (64, 8):
+        monkeypatch.setattr(kernel_module, "_SERIES_FIRST", first)
+        runs.clear()
+        K, T = kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam)
+        pairs = runs[0][0]
+        assert 0 < len(pairs) < N * (N - 1) // 2  # some pairs retried, not all
+        assert np.all(pairs[:, 0] < pairs[:, 1]) and len(np.unique(pairs[:, :2], axis=0)) == len(
+            pairs
+        )
+        np.testing.assert_allclose(K, Kr, rtol=0, atol=1e-9 * np.max(Kr))
+        np.testing.assert_allclose(T, Tr, rtol=0, atol=1e-9 * np.max(Tr))
+        monkeypatch.setattr(kernel_module, "_SERIES_RETRY_MAX", len(pairs) - 1)
+        assert kernel_module.mehler_flow(act, gram, C_b, C_W, g, *lam) is None
+        monkeypatch.setattr(kernel_module, "_SERIES_RETRY_MAX", 4096)
     monkeypatch.undo()
     big = 20.0 * gram  # variances ~ 20 > 3^2
     assert kernel_module.mehler_flow(act, big, C_b, C_W, g, *lam) is None

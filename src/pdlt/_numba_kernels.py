@@ -508,8 +508,34 @@ def _orders(
     return lost
 
 
+@njit(inline="always", error_model="numpy")
+def _record(
+    k: np.ndarray,
+    t: np.ndarray,
+    mb: np.ndarray,
+    md: np.ndarray,
+    a: int,
+    ell: int,
+    seen: np.ndarray,
+    pairs: np.ndarray,
+    kt: np.ndarray,
+    lost: int,
+) -> int:
+    """Of the row's pairs ``(a, a + b)``, those that no rung covers at layer ``ell`` (order 0
+    in ``mb`` or ``md``: :func:`_orders`) and not before (``seen[a + b]``, then set) into
+    ``pairs, kt`` (:func:`mehler_rows`) from index ``lost``; returns the new count."""
+    for b in range(1, k.shape[0]):
+        if (mb[b] == 0 or md[b] == 0) and seen[a + b] == 0:
+            seen[a + b] = 1
+            if lost < pairs.shape[0]:
+                pairs[lost, 0], pairs[lost, 1], pairs[lost, 2] = a, a + b, ell
+                kt[lost, 0], kt[lost, 1] = k[b], t[b]
+            lost += 1
+    return lost
+
+
 TILE = 16  # rows of pairs that go through all layers together
-MEHLER_WORK = 2 * TILE + 6  # rows of mehler_rows' scratch
+MEHLER_WORK = 2 * TILE + 6  # rows of mehler_rows' scratch (float; of int: 2 + TILE)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -535,15 +561,15 @@ def mehler_rows(
     lambda_W: np.ndarray,
     tol: float,
     slot: np.ndarray,
-    rows: np.ndarray,
     i0: int,
     i1: int,
-    bad: np.ndarray,
     ntk: bool,
     work: np.ndarray,
     iwork: np.ndarray,
-) -> np.ndarray:
-    """Rows ``rows[i0:i1]`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in
+    pairs: np.ndarray,
+    kt: np.ndarray,
+) -> int:
+    """Rows ``i0 <= a < i1`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in
     place, for a smooth activation by Mehler's series; the fused
     :func:`pdlt.theory.kernel.mehler_flow`.
 
@@ -574,30 +600,33 @@ def mehler_rows(
         there (:func:`_series`), else -1.
     slot : ndarray of int, shape (L,)
         Where layer ``l`` goes in ``K, T`` (-1: not kept).
-    rows : ndarray of int, shape (P,)
-        Sorted rows, of which those at ``rows[i0:i1]`` are done here.
-    bad : ndarray of bool, shape (N,)
-        Set for a row with a pair that no rung covers.
-    work, iwork : ndarray, shape (MEHLER_WORK, N), and of int, shape (2, N)
-        Scratch, the caller's (so that their views are not counted: :func:`_unowned`).
+    work, iwork : ndarray, shape (MEHLER_WORK, N), and of int, shape (2 + TILE, N)
+        Scratch, the caller's (so that their views are not counted: :func:`_unowned`); the
+        last ``TILE`` rows of ``iwork`` zero on entry.
+    pairs : ndarray of int, shape (P, 3)
+    kt : ndarray, shape (P, 2)
+        Where the pairs that no rung covers go, ``(a, b, l)`` with ``a < b`` and the first
+        layer ``l`` where none did, and ``(K_ab, Theta_ab)`` of the layer below it (the
+        input of ``l``): :func:`mehler_pairs` continues them from there.
 
     Returns
     -------
-    ndarray of int, shape (L,)
-        Pairs per layer that no rung covers; if any, the values of their rows (``bad``) are
-        not to be used.
+    int
+        The number of such pairs (only the first ``P`` written); their values from layer
+        ``l`` on are not to be used.
     """
     L, N, R = C_b.shape[0], gram.shape[0], TILE
     gram, K, T, var, inv = _unowned(gram), _unowned(K), _unowned(T), _unowned(var), _unowned(inv)
     c0, c1, tau0, tau1 = _unowned(c0), _unowned(c1), _unowned(tau0), _unowned(tau1)
-    d00, d11, rows = _unowned(d00), _unowned(d11), _unowned(rows)
+    d00, d11, pairs, kt = _unowned(d00), _unowned(d11), _unowned(pairs), _unowned(kt)
     work, iwork = _unowned(work), _unowned(iwork)
     kS, tS, junk = work[:R], work[R : 2 * R], work[2 * R : 2 * R + 2]
     rh, rh2, acc0, acc1 = work[2 * R + 2], work[2 * R + 3], work[2 * R + 4], work[2 * R + 5]
-    mb, md = iwork[0], iwork[1]
-    failed = np.zeros(L, dtype=np.int64)
+    mb, md, seen = iwork[0], iwork[1], iwork[2:]
+    rows = np.arange(N)
+    lost = 0
     for p0 in range(i0, i1, R):
-        tile = rows[p0 : min(p0 + R, i1)]
+        tile, since = rows[p0 : min(p0 + R, i1)], lost
         _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, slot, tile, kS, tS, ntk)
         for ell in range(1, L):
             j = ell - 1
@@ -606,12 +635,11 @@ def mehler_rows(
             for p in range(tile.shape[0]):
                 a = tile[p]
                 k, t, m = kS[p, a:], tS[p, a:], N - a
-                lost = _orders(
+                if _orders(
                     k, m, var[j, a], inv[j, a], var[j, a:], inv[j, a:], tau0[j], tau1[j],
                     ladder, rungs[j], a, tol, ntk, rh, rh2, mb, md,
-                )  # fmt: skip
-                failed[ell] += lost
-                bad[a] |= lost > 0
+                ):  # fmt: skip
+                    lost = _record(k, t, mb, md, a, ell, seen[p], pairs, kt, lost)
                 _series(c0[j], a, rh, rh2, mb, m, acc0, parity[0, j])
                 if ntk:
                     _series(c1[j], a, rh, rh2, md, m, acc1, parity[1, j])
@@ -632,7 +660,115 @@ def mehler_rows(
                         Krow[b] = k[b]
             if slot[ell] >= 0:
                 _mirror(K, T, kS, tS, slot[ell], tile, ntk)
-    return failed
+        for q in range(since, min(lost, pairs.shape[0])):  # the tile's marks, cleared
+            seen[pairs[q, 0] - p0, pairs[q, 1]] = 0
+    return lost
+
+
+@njit(inline="always", error_model="numpy")
+def _pair_order(
+    rho: float, tau: np.ndarray, pa: int, pb: int, rungs: int, tol: float, dup: bool
+) -> int:
+    """:func:`_orders` for one pair (samples ``pa < pb`` of ``tau``, (J, P)), the same
+    arithmetic: its order, -1 when duplicated, 0 when no rung covers it."""
+    if dup:
+        return -1
+    r, q = abs(rho), rho * rho
+    q = q * q
+    ta, tb = _rungs4(tau, 0, pa)
+    f = _fails(q * q, r, ta, tb, pb - pa, min(rungs, 4), tol)
+    for g in range(4, rungs, 4):
+        if f < g:
+            break
+        ta, tb = _rungs4(tau, g, pa)
+        p = r
+        for _ in range(3 + g):  # |rho|^(8 << g)
+            p = p * p
+        f += _fails(p, r, ta, tb, pb - pa, min(rungs - g, 4), tol)
+    return 0 if f >= rungs else 8 << f
+
+
+@njit(inline="always", error_model="numpy")
+def _pair_series(c: np.ndarray, pa: int, pb: int, rho: float, top: int, parity: int) -> float:
+    """:func:`_series` for one pair (samples ``pa, pb`` of ``c``, (M + 1, P)) to order
+    ``top``, the same arithmetic in the same order (so the same value to the last bit)."""
+    step = 1 if parity < 0 else 2
+    x = rho if parity < 0 else rho * rho
+    n = top if parity < 0 else top - (top - parity) % 2
+    acc = 0.0
+    while n >= 0:
+        acc = acc * x + c[n, pa] * c[n, pb]
+        n -= step
+    if parity == 1:
+        acc *= rho
+    if parity >= 0 and c[1 - parity, pa] != 0.0:
+        if parity == 0:
+            acc += c[1, pa] * c[1, pb] * rho if top >= 1 else 0.0
+        else:
+            acc += c[0, pa] * c[0, pb] if top >= 0 else 0.0
+    return acc
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def mehler_pairs(
+    pairs: np.ndarray,
+    kt: np.ndarray,
+    var: np.ndarray,
+    inv: np.ndarray,
+    c0: np.ndarray,
+    c1: np.ndarray,
+    tau0: np.ndarray,
+    tau1: np.ndarray,
+    rungs: np.ndarray,
+    d00: np.ndarray,
+    d11: np.ndarray,
+    parity: np.ndarray,
+    pos: np.ndarray,
+    C_b: np.ndarray,
+    C_W: np.ndarray,
+    g2: np.ndarray,
+    lambda_b: np.ndarray,
+    lambda_W: np.ndarray,
+    tol: float,
+    slot: np.ndarray,
+    K: np.ndarray,
+    T: np.ndarray,
+    ntk: bool,
+) -> int:
+    """The pairs :func:`mehler_rows` left (``pairs``, ``kt``), each continued from the layer
+    where no rung covered it, with tables of more rungs (to 256) on the samples of the pairs
+    only (``pos[a]``: the column of sample ``a``; the tables and their shapes as in
+    :func:`mehler_rows`, with ``P`` columns); the kept layers' ``K_ab = K_ba`` (and
+    ``Theta``) overwritten.  Orders, sums and updates are :func:`mehler_rows`' own, pair by
+    pair (:func:`_pair_order`, :func:`_pair_series`), so a series the first pass covered
+    has the same value.  Returns the number of pairs no rung covers even so (their values
+    are not to be used)."""
+    L = C_b.shape[0]
+    lost = 0
+    for q in range(pairs.shape[0]):
+        a, b = pairs[q, 0], pairs[q, 1]
+        pa, pb = pos[a], pos[b]
+        k, t = kt[q, 0], kt[q, 1]
+        for ell in range(pairs[q, 2], L):
+            j = ell - 1
+            dup = (k == var[j, a]) & (k == var[j, b])
+            rho = min(max(k * (inv[j, a] * inv[j, b]), -1.0), 1.0)
+            m0 = _pair_order(rho, tau0[j], pa, pb, rungs[j], tol, dup)
+            m1 = _pair_order(rho, tau1[j], pa, pb, rungs[j], tol, dup) if ntk else -1
+            if m0 == 0 or m1 == 0:
+                lost += 1
+                break
+            ss = d00[j, pa] if m0 == -1 else _pair_series(c0[j], pa, pb, rho, m0, parity[0, j])
+            if ntk:
+                sp = d11[j, pa] if m0 == -1 else _pair_series(c1[j], pa, pb, rho, m1, parity[1, j])
+                t = lambda_b[ell] + lambda_W[ell] * ss + (C_W[ell] * sp + g2[ell]) * t
+            k = C_W[ell] * ss + C_b[ell] + g2[ell] * k
+            s = slot[ell]
+            if s >= 0:
+                K[s, a, b], K[s, b, a] = k, k
+                if ntk:
+                    T[s, a, b], T[s, b, a] = t, t
+    return lost
 
 
 @njit(inline="always", error_model="numpy")

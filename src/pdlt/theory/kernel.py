@@ -371,16 +371,17 @@ def mehler_flow(
       rho_ab^n + gamma^2) Theta_ab``,
 
     each pair summed to the first ``m`` of (8, 16, 32, 64) whose rigorous tail bound is below
-    1e-10 of the kernel scale (if some pair needs more, the flow runs again from the first
-    layer where one did, with coefficients to 256 from there on; from the first layer when
-    the one before it was not kept).  Parameters are those of :func:`arc_cosine_flow`.
+    1e-10 of the kernel scale.  A pair that needs more (a correlation near +-1) goes on from
+    that layer alone (``mehler_pairs``), with the tables extended to 256 terms on the samples
+    of such pairs.  Parameters are those of :func:`arc_cosine_flow`.
 
     Returns
     -------
     (K, Theta) : ndarray, shape (S, N, N) each (``Theta`` None without learning rates), or
     None where the fused path does not apply: no numba, an activation the series does not
-    cover, a variance above ``(3 scale)^2`` at some layer, or a pair no ``m <= 256`` covers --
-    the layer-by-layer path then handles it (per-pair quadrature where needed).
+    cover, a variance above ``(3 scale)^2`` at some layer, a pair no ``m <= 256`` covers, or
+    more than ``_SERIES_RETRY_MAX`` pairs per thread that need more than 64 terms -- the
+    layer-by-layer path then handles it (per-pair quadrature where needed).
     """
     fused = _compiled.kernels()
     series = act.smooth and act.polynomial_degree is None and act.homogeneous is None
@@ -398,21 +399,35 @@ def mehler_flow(
     var = np.empty((L, N))
     var[0] = first_layer_kernel(np.diagonal(X), C_b[0], C_W[0])
     tables = _MehlerTables.empty(L, N, _SERIES_FIRST)
-    rows, first, M = np.arange(N), 1, _SERIES_FIRST
-    for _ in range(2):
-        if not tables.fill(act, var, f64, ntk, M, first - 1):
-            return None
-        failed, bad = tables.run(fused, X, K, Theta, var, f64, slot, rows)
-        if not failed.any():
-            return K, Theta
-        # the rows with a pair not covered again, with coefficients to 256 from the first
-        # layer where that happened (a pair covered before keeps its value to the last bit)
-        first, M = int(np.argmax(failed > 0)), _SERIES_LADDER[-1]
-        tables = tables.grown(M)
-        rows = np.flatnonzero(bad)
-    return None
+    if not tables.fill(act, var, f64, ntk, _SERIES_FIRST, 0):
+        return None
+    found = tables.run(fused, X, K, Theta, var, f64, slot)
+    if found is None:
+        return None
+    pairs, kt = found
+    if len(pairs) == 0:
+        return K, Theta
+    # the pairs no rung covered, each from the layer where that happened, with coefficients
+    # to 256 there and above, on their samples only (a pair covered keeps its value)
+    samples, M = np.unique(pairs[:, :2]), _SERIES_LADDER[-1]
+    more = tables.subset(samples, M)
+    if not more.fill(act, var[:, samples], f64, ntk, M, int(pairs[:, 2].min()) - 1):
+        return None
+    with np.errstate(divide="ignore"):
+        inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
+    pos = np.full(N, -1, dtype=np.int64)
+    pos[samples] = np.arange(len(samples))
+    c, tau, d = more.c, more.tau, more.d
+    T = K if Theta is None else Theta
+    lost = fused.mehler_pairs(
+        pairs, kt, var, inv, *c, *tau, more.rungs, *d, more.parity, pos, *f64, _SERIES_TOL,
+        slot, K, T, ntk,
+    )  # fmt: skip
+    return None if lost else (K, Theta)
 
 
+_SERIES_RETRY_MAX = 4096  # pairs per thread that the series continues to 256 terms, else the
+# layer-by-layer path takes the flow (per-pair quadrature where needed)
 _WORKSPACE = threading.local()
 _WORKSPACE_MAX = 2**22  # float64 entries (32 MB) a thread keeps between calls
 
@@ -463,13 +478,13 @@ class _MehlerTables:
             np.full((2, J), -1, dtype=np.int64),
         )
 
-    def grown(self, top: int) -> _MehlerTables:
-        """The same tables with room for coefficients to ``top``."""
-        _, J, m, N = self.c.shape
-        new = _MehlerTables.empty(J + 1, N, top, reuse=False)  # self.c may be the workspace
-        new.c[:, :, :m] = self.c
-        new.tau[:, :, : len(self.ladder)] = self.tau
-        new.d[:] = self.d
+    def subset(self, samples: np.ndarray, top: int) -> _MehlerTables:
+        """The tables of ``samples`` only, with room for coefficients to ``top``."""
+        _, J, m, _ = self.c.shape
+        new = _MehlerTables.empty(J + 1, len(samples), top, reuse=False)  # self.c: workspace
+        new.c[:, :, :m] = self.c[:, :, :, samples]
+        new.tau[:, :, : len(self.ladder)] = self.tau[:, :, :, samples]
+        new.d[:] = self.d[:, :, samples]
         new.rungs[:] = self.rungs
         new.parity[:] = self.parity
         return new
@@ -548,26 +563,31 @@ class _MehlerTables:
         var: np.ndarray,
         f64: list[np.ndarray],
         slot: np.ndarray,
-        rows: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``mehler_rows`` over ``rows`` (sorted), layer ``l`` into slot ``slot[l]``; the pairs
-        not covered per layer, shape (L,), and the rows that have one (N,) bool."""
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``mehler_rows`` over all rows, layer ``l`` into slot ``slot[l]``: the pairs no
+        rung covers, ``(a, b, l)`` (P, 3) with the first such layer ``l``, and ``(K_ab,
+        Theta_ab)`` (P, 2) of the layer below; None when there are more than
+        ``_SERIES_RETRY_MAX`` per thread."""
         with np.errstate(divide="ignore"):
             inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
         T = K if Theta is None else Theta
         tables = (*self.c, *self.tau, self.ladder, self.rungs, *self.d, self.parity)
-        args = (X, K, T, var, inv, *tables, *f64, _SERIES_TOL, slot, rows)
-        failed: list[np.ndarray] = []
-        bad = np.zeros(len(X), dtype=np.bool_)
-        ntk = Theta is not None
+        args = (X, K, T, var, inv, *tables, *f64, _SERIES_TOL, slot)
+        N, ntk = len(X), Theta is not None
+        found: list[tuple[np.ndarray, np.ndarray, int]] = []
 
         def block(i0: int, i1: int) -> None:
-            work = np.empty((fused.MEHLER_WORK, len(X)))
-            iwork = np.empty((2, len(X)), dtype=np.int64)
-            failed.append(fused.mehler_rows(*args, i0, i1, bad, ntk, work, iwork))
+            work = np.empty((fused.MEHLER_WORK, N))
+            iwork = np.zeros((2 + fused.TILE, N), dtype=np.int64)
+            pairs = np.empty((_SERIES_RETRY_MAX, 3), dtype=np.int64)
+            kt = np.empty((_SERIES_RETRY_MAX, 2))
+            n = fused.mehler_rows(*args, i0, i1, ntk, work, iwork, pairs, kt)
+            found.append((pairs[:n], kt[:n], n))
 
-        row_blocks(block, len(rows), threaded_from=_THREADED_FROM)
-        return np.sum(failed, axis=0), bad
+        row_blocks(block, N, threaded_from=_THREADED_FROM)
+        if any(n > _SERIES_RETRY_MAX for _, _, n in found):
+            return None
+        return np.concatenate([p for p, _, _ in found]), np.concatenate([v for _, v, _ in found])
 
 
 # --------------------------------------------------------------------------------------------
