@@ -1466,7 +1466,9 @@ def in_parallel(tasks: Sequence[Callable[[], object]]) -> None:
         for task in tasks:
             task()
         return
-    for f in [_pool().submit(task) for task in tasks]:
+    futures = [_pool().submit(task) for task in tasks[1:]]
+    tasks[0]()
+    for f in futures:
         f.result()
 
 
