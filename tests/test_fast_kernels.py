@@ -461,19 +461,29 @@ def _mehler_case(gamma: float, n: int = 40):
 
 
 @pytest.mark.parametrize(
-    ("name", "gamma"), [("tanh", 0.0), ("gelu", 0.0), ("custom_torch", 0.0), ("tanh", 0.6)]
+    ("name", "gamma", "n"),
+    [
+        ("tanh", 0.0, 40),
+        ("gelu", 0.0, 40),
+        ("custom_torch", 0.0, 40),
+        ("tanh", 0.6, 40),
+        ("gelu", 0.0, 240),
+    ],
 )
-def test_fused_mehler_flow_matches_layer_by_layer(name, gamma):
+def test_fused_mehler_flow_matches_layer_by_layer(name, gamma, n):
     """:func:`mehler_flow` (compiled, each tile of pairs through all layers) against the
     layer-by-layer path through ``pairwise_moments``: both sum Mehler's series to a 1e-10
     tail bound per layer, so they agree to 1e-9 of the kernel scale; symmetric, with the
-    duplicated input's rows identical, to the last bit."""
+    duplicated input's rows identical, to the last bit.  With 240 inputs the first rows go
+    through the series two at a time (``_TWO_ROWS_FROM`` pairs), among them the duplicated
+    input's, whose copy near the end goes alone: the same arithmetic, the same bits."""
     from pdlt.theory.kernel import mehler_flow
 
     if _compiled.kernels() is None:
         pytest.skip("numba is not installed")
+    assert n < 200 or n > _compiled.kernels()._TWO_ROWS_FROM
     act = _activation(name)
-    gram, (C_b, C_W, g), lam = _mehler_case(gamma)
+    gram, (C_b, C_W, g), lam = _mehler_case(gamma, n)
     K, T = mehler_flow(act, gram, C_b, C_W, g, *lam)
     Kr, Tr = _layer_by_layer(act, gram, C_b, C_W, g, *lam)
     for F, R in ((K, Kr), (T, Tr)):
@@ -484,6 +494,12 @@ def test_fused_mehler_flow_matches_layer_by_layer(name, gamma):
     K_alone, none = mehler_flow(act, gram, C_b, C_W, g)  # without learning rates: K alone,
     assert none is None  # the same to the last bit (each series is truncated on its own)
     np.testing.assert_array_equal(K_alone, K)
+    if n > 200:  # one more input in front: every row moves one down (two rows at a time
+        y = np.random.default_rng(9).normal(size=4)  # pair the other way), every pair the same
+        ext = np.block([[y @ y / 4, np.zeros((1, len(gram)))], [np.zeros((len(gram), 1)), gram]])
+        K1, T1 = mehler_flow(act, ext, C_b, C_W, g, *lam)
+        np.testing.assert_array_equal(K1[:, 1:, 1:], K)
+        np.testing.assert_array_equal(T1[:, 1:, 1:], T)
 
 
 def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(monkeypatch):

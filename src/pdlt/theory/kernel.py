@@ -578,7 +578,7 @@ class _MehlerTables:
 
         def block(i0: int, i1: int) -> None:
             work = np.empty((fused.MEHLER_WORK, N))
-            iwork = np.zeros((2 + fused.TILE, N), dtype=np.int64)
+            iwork = np.zeros((4 + fused.TILE, N), dtype=np.int64)
             pairs = np.empty((_SERIES_RETRY_MAX, 3), dtype=np.int64)
             kt = np.empty((_SERIES_RETRY_MAX, 2))
             n = fused.mehler_rows(*args, i0, i1, ntk, work, iwork, pairs, kt)
