@@ -790,3 +790,12 @@ def test_mehler_flows_reuse_their_workspace_without_crosstalk():
         np.testing.assert_array_equal(got.K, ref.K)
         np.testing.assert_array_equal(got.Theta, ref.Theta)
     assert kernel_module._WORKSPACE.buf.size >= 2 * 3 * 65 * 70  # it was used
+
+
+def test_series_ladder_is_the_one_the_kernels_assume():
+    """The compiled rung search (``_orders``, ``_pair_order``) computes ``|rho|^(m + 1)`` by
+    squaring from ``|rho|^8`` and maps the number of failed rungs ``f`` to ``m = 8 << f``: the
+    ladder must be 8, 16, 32, ... (a guard for whoever changes it)."""
+    from pdlt.gaussian import _SERIES_LADDER
+
+    assert _SERIES_LADDER == tuple(8 << i for i in range(len(_SERIES_LADDER)))

@@ -585,7 +585,6 @@ def _orders(
     ij: np.ndarray,
     tau0: np.ndarray,
     tau1: np.ndarray,
-    ladder: np.ndarray,
     rungs: int,
     a: int,
     tol: float,
@@ -597,8 +596,8 @@ def _orders(
 ) -> int:
     """For the pairs ``(a, a + b)``, ``b = 1..m-1``, of a row: ``rho`` into ``rh`` (and
     ``rho^2`` into ``rh2``), and the orders ``m`` of ``sigma``'s and (if ``ntk``)
-    ``sigma'``'s series into ``mb, md``: the first of the first ``rungs`` rungs of ``ladder``
-    (which must be ``8 << i``) whose tail bound ``|rho|^(m+1) tau_m(a)
+    ``sigma'``'s series into ``mb, md``: the first of the first ``rungs`` rungs ``m = 8 <<
+    i`` (the ladder of :func:`mehler_rows`) whose tail bound ``|rho|^(m+1) tau_m(a)
     tau_m(b)`` is at most ``tol``; -1 for the diagonal and duplicated pairs (``K_ab = K_aa =
     K_bb``), 0 where no rung does.  ``vj, ij`` are the row's ``K_bb`` and ``1/sqrt(K_bb)``
     from ``a`` on.  Four rungs a pass, branch-free, so it vectorizes.  Returns the number of
@@ -719,7 +718,6 @@ def mehler_rows(
     c1: np.ndarray,
     tau0: np.ndarray,
     tau1: np.ndarray,
-    ladder: np.ndarray,
     rungs: np.ndarray,
     d00: np.ndarray,
     d11: np.ndarray,
@@ -760,9 +758,9 @@ def mehler_rows(
     c0, c1 : ndarray, shape (L - 1, M + 1, N)
         Normalized Hermite coefficients of ``sigma`` and ``sigma'`` at ``K^(l)_aa``.
     tau0, tau1 : ndarray, shape (L - 1, J, N)
-        Normalized tails ``sqrt(T_m / E)`` of ``sigma`` and ``sigma'`` at the rungs ``ladder``
-        (J,); layer ``l`` uses its first ``rungs[l]`` (its coefficients go to
-        ``ladder[rungs[l] - 1]``).
+        Normalized tails ``sqrt(T_m / E)`` of ``sigma`` and ``sigma'`` at the rungs ``m = 8 <<
+        i``, ``i < J``, non-increasing in ``i`` (:func:`hermite_tables`); layer ``l`` uses its
+        first ``rungs[l]`` (its coefficients go to ``8 << (rungs[l] - 1)``).
     d00, d11 : ndarray, shape (L - 1, N)
         ``<sigma^2>``, ``<sigma'^2>`` at ``K^(l)_aa``.
     parity : ndarray of int, shape (2, L - 1)
@@ -810,14 +808,14 @@ def mehler_rows(
                 k, t, m = kS[p, a:], tS[p, a:], N - a
                 if _orders(
                     k, m, var[j, a], inv[j, a], var[j, a:], inv[j, a:], tau0[j], tau1[j],
-                    ladder, rungs[j], a, tol, ntk, rh, rh2, mb, md,
+                    rungs[j], a, tol, ntk, rh, rh2, mb, md,
                 ):  # fmt: skip
                     lost = _record(k, t, mb, md, a, ell, seen[p], pairs, kt, lost)
                 if two:
                     u, v = kS[p + 1, a + 1 :], tS[p + 1, a + 1 :]
                     if _orders(
                         u, m - 1, var[j, a + 1], inv[j, a + 1], var[j, a + 1 :],
-                        inv[j, a + 1 :], tau0[j], tau1[j], ladder, rungs[j], a + 1, tol, ntk,
+                        inv[j, a + 1 :], tau0[j], tau1[j], rungs[j], a + 1, tol, ntk,
                         sh, sh2, nb, nd,
                     ):  # fmt: skip
                         lost = _record(u, v, nb, nd, a + 1, ell, seen[p + 1], pairs, kt, lost)

@@ -1144,7 +1144,7 @@ def _orthant_moments(
 # --------------------------------------------------------------------------------------------
 
 _SERIES_TOL = 1e-10
-_SERIES_LADDER = (8, 16, 32, 64, 128, 256)
+_SERIES_LADDER = (8, 16, 32, 64, 128, 256)  # 8 << i: the compiled kernels rely on it
 _SERIES_FIRST = 64
 _SERIES_MAX_STD = 3.0
 _SERIES_GL_NODES = 16

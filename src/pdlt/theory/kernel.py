@@ -571,7 +571,7 @@ class _MehlerTables:
         with np.errstate(divide="ignore"):
             inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
         T = K if Theta is None else Theta
-        tables = (*self.c, *self.tau, self.ladder, self.rungs, *self.d, self.parity)
+        tables = (*self.c, *self.tau, self.rungs, *self.d, self.parity)
         args = (X, K, T, var, inv, *tables, *f64, _SERIES_TOL, slot)
         N, ntk = len(X), Theta is not None
         found: list[tuple[np.ndarray, np.ndarray, int]] = []
