@@ -521,8 +521,8 @@ def test_fused_mehler_flow_retries_with_more_terms_and_declines_large_variances(
     real = kernel_module._MehlerTables.run
     inject: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def recording(self, fused, X, K, Theta, var, f64, slot):
-        found = real(self, fused, X, K, Theta, var, f64, slot)
+    def recording(self, fused, X, K, Theta, var, inv, f64, slot):
+        found = real(self, fused, X, K, Theta, var, inv, f64, slot)
         if inject and found is not None:
             found = tuple(np.concatenate([f, i]) for f, i in zip(found, inject[0], strict=True))
         runs.append(found)

@@ -401,7 +401,9 @@ def mehler_flow(
     tables = _MehlerTables.empty(L, N, _SERIES_FIRST)
     if not tables.fill(act, var, f64, ntk, _SERIES_FIRST, 0):
         return None
-    found = tables.run(fused, X, K, Theta, var, f64, slot)
+    with np.errstate(divide="ignore"):
+        inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
+    found = tables.run(fused, X, K, Theta, var, inv, f64, slot)
     if found is None:
         return None
     pairs, kt = found
@@ -413,8 +415,6 @@ def mehler_flow(
     more = tables.subset(samples, M)
     if not more.fill(act, var[:, samples], f64, ntk, M, int(pairs[:, 2].min()) - 1):
         return None
-    with np.errstate(divide="ignore"):
-        inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
     pos = np.full(N, -1, dtype=np.int64)
     pos[samples] = np.arange(len(samples))
     c, tau, d = more.c, more.tau, more.d
@@ -561,15 +561,14 @@ class _MehlerTables:
         K: np.ndarray,
         Theta: np.ndarray | None,
         var: np.ndarray,
+        inv: np.ndarray,
         f64: list[np.ndarray],
         slot: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """``mehler_rows`` over all rows, layer ``l`` into slot ``slot[l]``: the pairs no
         rung covers, ``(a, b, l)`` (P, 3) with the first such layer ``l``, and ``(K_ab,
         Theta_ab)`` (P, 2) of the layer below; None when there are more than
-        ``_SERIES_RETRY_MAX`` per thread."""
-        with np.errstate(divide="ignore"):
-            inv = np.where(var > 0, 1.0 / np.sqrt(var), 0.0)
+        ``_SERIES_RETRY_MAX`` per thread (``inv``: ``1/sqrt(var)``, 0 where it vanishes)."""
         T = K if Theta is None else Theta
         tables = (*self.c, *self.tau, self.rungs, *self.d, self.parity)
         args = (X, K, T, var, inv, *tables, *f64, _SERIES_TOL, slot)
