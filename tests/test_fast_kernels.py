@@ -752,20 +752,23 @@ def test_gram_runs_blas_on_one_thread_for_large_inputs():
     np.testing.assert_allclose(Inputs(x).gram, x @ x.T / 4, rtol=1e-14, atol=1e-15)
 
 
-@pytest.mark.parametrize(("N", "threaded_from"), [(100, 64), (100, 256), (2, 1), (700, 64)])
-def test_row_blocks_cover_every_row_once(N, threaded_from):
+@pytest.mark.parametrize(
+    ("N", "threaded_from", "row_cost"),
+    [(100, 64, 0.0), (100, 64, 28.0), (100, 256, 0.0), (2, 1, 0.0), (700, 64, 0.0)],
+)
+def test_row_blocks_cover_every_row_once(N, threaded_from, row_cost):
     """``row_blocks`` hands out every row of the triangle exactly once, in blocks of rows; an
-    ``N`` that fits one block is cut in two of nearly equal work (pairs ``a <= b``) when it
-    runs threaded."""
+    ``N`` that fits one block is cut in two of nearly equal work (pairs ``a <= b``, plus
+    ``row_cost`` a row) when it runs threaded."""
     from pdlt.gaussian import _THREADS, row_blocks
 
     seen: list[tuple[int, int]] = []
-    row_blocks(lambda r0, r1: seen.append((r0, r1)), N, threaded_from=threaded_from)
+    row_blocks(lambda r0, r1: seen.append((r0, r1)), N, threaded_from, row_cost)
     rows = np.concatenate([np.arange(r0, r1) for r0, r1 in seen])
     np.testing.assert_array_equal(np.sort(rows), np.arange(N))
     if N == 100 and threaded_from == 64 and _THREADS > 1:
-        work = [sum(N - r for r in range(r0, r1)) for r0, r1 in sorted(seen)]
-        assert len(work) == 2 and abs(work[0] - work[1]) <= N
+        work = [sum(N - r + row_cost for r in range(r0, r1)) for r0, r1 in sorted(seen)]
+        assert len(work) == 2 and abs(work[0] - work[1]) <= N + row_cost
 
 
 def test_mehler_flows_reuse_their_workspace_without_crosstalk():

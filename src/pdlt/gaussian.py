@@ -1439,16 +1439,20 @@ def _strict_lower(m: int) -> tuple[np.ndarray, np.ndarray]:
     return np.tril_indices(m, -1)
 
 
-def row_blocks(block: Callable[[int, int], None], N: int, threaded_from: int = 256) -> None:
+def row_blocks(
+    block: Callable[[int, int], None], N: int, threaded_from: int = 256, row_cost: float = 0.0
+) -> None:
     """Run ``block(r0, r1)`` over row blocks of an (N, N) upper triangle (~65k entries each,
     cache-sized), on several threads from ``N = threaded_from`` on: numpy and the compiled
     kernels release the GIL in their loops, and the blocks write disjoint parts of the output
     (rows ``r0:r1`` right of the diagonal and their mirror, columns ``r0:r1`` below it).  An
-    ``N`` too small for two blocks is cut in two of equal work (pairs) when threaded."""
+    ``N`` too small for two blocks is cut in two of equal work when threaded: row ``a``
+    costs its ``N - a`` pairs plus ``row_cost`` (the block's fixed work per row, in pairs)."""
     step = _rows_per_block(N)
     bounds = [(r0, min(r0 + step, N)) for r0 in range(0, N, step)]
     if len(bounds) == 1 and N >= threaded_from and _THREADS > 1:
-        h = int(round(N * (1 - math.sqrt(0.5))))  # rows 0..h-1 hold half the N^2/2 pairs
+        work = np.cumsum(N - np.arange(N) + row_cost)  # rows 0..h-1 hold half the work
+        h = min(max(int(np.searchsorted(work, work[-1] / 2)), 1), N - 1)
         bounds = [(0, h), (h, N)]
     if N < threaded_from:
         for r0, r1 in bounds:

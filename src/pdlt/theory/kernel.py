@@ -426,6 +426,8 @@ def mehler_flow(
     return None if lost else (K, Theta)
 
 
+_ROW_COST = 28.0  # mehler_rows' fixed work per row and layer, in pairs (measured at N = 100:
+# it balances the two threads' halves, 0.23 ms each, where 0 left them at 0.19 and 0.27 ms)
 _SERIES_RETRY_MAX = 4096  # pairs per thread that the series continues to 256 terms, else the
 # layer-by-layer path takes the flow (per-pair quadrature where needed)
 _WORKSPACE = threading.local()
@@ -583,7 +585,7 @@ class _MehlerTables:
             n = fused.mehler_rows(*args, i0, i1, ntk, work, iwork, pairs, kt)
             found.append((pairs[:n], kt[:n], n))
 
-        row_blocks(block, N, threaded_from=_THREADED_FROM)
+        row_blocks(block, N, threaded_from=_THREADED_FROM, row_cost=_ROW_COST)
         if any(n > _SERIES_RETRY_MAX for _, _, n in found):
             return None
         return np.concatenate([p for p, _, _ in found]), np.concatenate([v for _, v, _ in found])
