@@ -1153,6 +1153,9 @@ _SERIES_PAIRS_PER_CHUNK = 16_384
 _SERIES_BLOCK_ENTRIES = 65_536
 _THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 _SERIES_BLOCK_SHARE = 0.99
+# of a two-way cut, the share of the block the calling thread runs: the pool's thread starts
+# some 20-50 us later (measured at N = 100: 0.53 beat 0.5 and 0.56 by 3% on smooth flows)
+_FIRST_SHARE = 0.53
 _COEF_PANELS = 8  # panels per octave of s on which the coefficients are interpolated
 _COEF_NODES = 12  # Chebyshev points per panel (doubled while the error estimate is too large)
 _COEF_INTERP_MIN = 48  # samples from which interpolating in s beats evaluating at each
@@ -1446,13 +1449,14 @@ def row_blocks(
     cache-sized), on several threads from ``N = threaded_from`` on: numpy and the compiled
     kernels release the GIL in their loops, and the blocks write disjoint parts of the output
     (rows ``r0:r1`` right of the diagonal and their mirror, columns ``r0:r1`` below it).  An
-    ``N`` too small for two blocks is cut in two of equal work when threaded: row ``a``
-    costs its ``N - a`` pairs plus ``row_cost`` (the block's fixed work per row, in pairs)."""
+    ``N`` too small for two blocks is cut in two when threaded, the calling thread's a little
+    larger (``_FIRST_SHARE`` of the work): row ``a`` costs its ``N - a`` pairs plus
+    ``row_cost`` (the block's fixed work per row, in pairs)."""
     step = _rows_per_block(N)
     bounds = [(r0, min(r0 + step, N)) for r0 in range(0, N, step)]
     if len(bounds) == 1 and N >= threaded_from and _THREADS > 1:
         work = np.cumsum(N - np.arange(N) + row_cost)  # rows 0..h-1 hold half the work
-        h = min(max(int(np.searchsorted(work, work[-1] / 2)), 1), N - 1)
+        h = min(max(int(np.searchsorted(work, work[-1] * _FIRST_SHARE)), 1), N - 1)
         bounds = [(0, h), (h, N)]
     if N < threaded_from:
         for r0, r1 in bounds:

@@ -534,9 +534,10 @@ class _MehlerTables:
                 return False
         cols = [np.array([lay.coef, Q + lay.coef]), energy, np.array([lay.tails, Q + lay.tails])]
         ladder = np.array(lay.ladder)
-        # the layers are independent once the diagonal is known: two halves on two threads
+        # the layers are independent once the diagonal is known: two halves on two threads,
+        # the larger one first (the calling thread's: the other thread starts later)
         J, N = len(self.rungs), len(var[0])
-        mid = (j0 + J) // 2 if N >= _THREADED_FROM and J - j0 >= 2 else J
+        mid = (j0 + J + 1) // 2 if N >= _THREADED_FROM and J - j0 >= 2 else J
         parts = [(lo, hi) for lo, hi in ((j0, mid), (mid, J)) if hi > lo]
         spare = [missing, np.empty_like(missing)]
         lost = [-1] * len(parts)
