@@ -137,6 +137,9 @@ def arc_cosine_variances(
     return var
 
 
+TILE = 16  # rows of pairs that go through all layers together
+
+
 @njit(inline="always", error_model="numpy")
 def _first_layer(
     gram: np.ndarray,
@@ -180,23 +183,13 @@ def _mirror(
     ntk: bool,
 ) -> None:
     """The tile's mirror in output slot ``s``: ``K[s, b, a] = K[s, a, b]`` for the tile's rows
-    ``a`` (sorted) and ``b > a`` (for each ``b``, the run of the tile's rows below it)."""
+    ``a`` (consecutive) and ``b > a``, in runs of the tile's columns (so it vectorizes)."""
     N, R, s0 = K.shape[1], tile.shape[0], tile[0]
-    if tile[R - 1] - s0 == R - 1:  # consecutive rows: runs of columns s0.. (vectorizes)
-        for b in range(s0 + 1, N):
-            for p in range(min(R, b - s0)):
-                K[s, b, s0 + p] = kS[p, b]
-                if ntk:
-                    T[s, b, s0 + p] = tS[p, b]
-        return
-    q = 0
     for b in range(s0 + 1, N):
-        while q < R and tile[q] < b:
-            q += 1
-        for p in range(q):
-            K[s, b, tile[p]] = kS[p, b]
+        for p in range(min(R, b - s0)):
+            K[s, b, s0 + p] = kS[p, b]
             if ntk:
-                T[s, b, tile[p]] = tS[p, b]
+                T[s, b, s0 + p] = tS[p, b]
 
 
 @njit(inline="always", error_model="numpy")
@@ -225,12 +218,11 @@ def arc_cosine_rows(
     B: float,
     E: float,
     slot: np.ndarray,
-    rows: np.ndarray,
     i0: int,
     i1: int,
     ntk: bool,
 ) -> None:
-    """Rows ``rows[i0:i1]`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in place;
+    """Rows ``i0 <= a < i1`` of ``K^(l)`` and (if ``ntk``) ``Theta^(l)``, ``l = 0..L-1``, in place;
     the fused :func:`pdlt.theory.kernel.arc_cosine_flow`:
 
     * ``K^(1) = C_b + C_W X`` (4.8), ``Theta^(1) = lambda_b + lambda_W X`` (8.23),
@@ -252,12 +244,10 @@ def arc_cosine_rows(
         :func:`arc_cosine_variances`.
     slot : ndarray of int, shape (L,)
         Where layer ``l`` goes in ``K, T`` (-1: not kept).
-    rows : ndarray of int, shape (P,)
-        Sorted rows, of which those at ``rows[i0:i1]`` are done here.
     """
-    L, N = C_b.shape[0], gram.shape[0]
-    R = 16
+    L, N, R = C_b.shape[0], gram.shape[0], TILE
     kS, tS, r, junk = np.empty((R, N)), np.empty((R, N)), np.empty(N), np.empty((2, N))
+    rows = np.arange(N)
     for p0 in range(i0, i1, R):
         tile = rows[p0 : min(p0 + R, i1)]
         _first_layer(gram, K, T, C_b, C_W, lambda_b, lambda_W, slot, tile, kS, tS, ntk)
@@ -703,7 +693,6 @@ def _update(
 
 
 _TWO_ROWS_FROM = 200  # pairs in a row from which two rows go through the series together
-TILE = 16  # rows of pairs that go through all layers together
 MEHLER_WORK = 2 * TILE + 10  # rows of mehler_rows' scratch (float; of int: 4 + TILE)
 
 

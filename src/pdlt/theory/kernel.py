@@ -239,10 +239,8 @@ def arc_cosine_flow(
         Theta = np.empty((S, N, N)) if ntk else None
         T = K if Theta is None else Theta
 
-        rows = np.arange(N)
-
         def block(i0: int, i1: int) -> None:
-            fused.arc_cosine_rows(X, K, T, var, *f64, A, B, E, slot, rows, i0, i1, ntk)
+            fused.arc_cosine_rows(X, K, T, var, *f64, A, B, E, slot, i0, i1, ntk)
 
         row_blocks(block, N)  # one thread below N = 256: faster for the closed forms
         return K, Theta
